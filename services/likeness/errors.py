@@ -1,0 +1,49 @@
+"""Domain errors shared by every service core.
+
+Cores raise these; they never import gRPC. The server bootstrap's interceptor maps each class to
+one gRPC status code, so a servicer never has to translate errors itself.
+"""
+
+from __future__ import annotations
+
+
+class LikenessError(Exception):
+    """Base class of every error a caller can act on. The message is shown to clients."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        text = f"{field}: {message}" if field else message
+        super().__init__(text)
+        self.message = text
+
+
+class InvalidArgument(LikenessError):
+    """The request is malformed; `field` names the part to fix (maps to INVALID_ARGUMENT)."""
+
+
+class NotFound(LikenessError):
+    """A referenced dataset, job, model or prompt does not exist (maps to NOT_FOUND)."""
+
+
+class AlreadyExists(LikenessError):
+    """The resource exists and the request would overwrite it (maps to ALREADY_EXISTS)."""
+
+
+class FailedPrecondition(LikenessError):
+    """The request is valid but the system is not in a state to serve it (maps to FAILED_PRECONDITION)."""
+
+
+class ResourceExhausted(LikenessError):
+    """A queue, cache or quota is full; retry later (maps to RESOURCE_EXHAUSTED)."""
+
+
+class Unavailable(LikenessError):
+    """The service is starting, draining or a dependency is down; retry (maps to UNAVAILABLE)."""
+
+
+class Cancelled(LikenessError):
+    """The work was cancelled by the caller (maps to CANCELLED)."""
+
+
+class DeadlineExceeded(LikenessError):
+    """The caller's deadline passed before the work finished (maps to DEADLINE_EXCEEDED)."""

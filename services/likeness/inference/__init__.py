@@ -1,0 +1,1 @@
+"""Likeness inference package."""
