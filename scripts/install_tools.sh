@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the third-party tools the test suite runs for real (Prometheus and promtool, protoc with the Go plugins,
+# Go). Debian packages; needs root (CI and the dev machines run as root). Skips what is already there, and only
+# warns when it cannot install: the tests that need a missing tool skip with a reason naming it.
+set -uo pipefail
+
+want=()
+command -v prometheus >/dev/null 2>&1 || want+=(prometheus)
+command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+command -v protoc >/dev/null 2>&1 || want+=(protobuf-compiler)
+command -v go >/dev/null 2>&1 || want+=(golang-go)
+command -v protoc-gen-go >/dev/null 2>&1 || want+=(protoc-gen-go golang-google-protobuf-dev)
+command -v protoc-gen-go-grpc >/dev/null 2>&1 || want+=(protoc-gen-go-grpc golang-google-grpc-dev)
+
+if [ ${#want[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install_tools: cannot install ${want[*]} (needs root and apt-get); tests that use them will skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null 2>&1 || true
+# shellcheck disable=SC2046
+apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${want[@]}" | sort -u) >/dev/null 2>&1 \
+  || echo "install_tools: apt-get could not install ${want[*]}; tests that use them will skip" >&2
+# Prometheus' Debian package starts a system service; the tests run their own instance.
+command -v systemctl >/dev/null 2>&1 && systemctl stop prometheus >/dev/null 2>&1
+pkill -x prometheus >/dev/null 2>&1 || true
+exit 0

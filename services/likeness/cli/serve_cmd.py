@@ -1,0 +1,47 @@
+"""`likeness serve trainer|inference|gallery|all`: run services until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+
+from likeness.server.app import serve_forever
+from likeness.server.component import ServiceComponent
+from likeness.server.logs import configure_logging
+from likeness.server.settings import Settings, add_arguments, load_settings
+
+#: Service name -> "module:factory" building its component from settings. Imported lazily so `serve gallery`
+#: does not pay for torch and diffusers.
+COMPONENT_FACTORIES = {
+    "trainer": "likeness.trainer.service:TrainerComponent",
+    "inference": "likeness.inference.service:InferenceComponent",
+    "gallery": "likeness.gallery.service:GalleryComponent",
+}
+
+
+def build_components(names: list[str], settings: Settings) -> list[ServiceComponent]:
+    components = []
+    for name in names:
+        module_name, factory = COMPONENT_FACTORIES[name].split(":")
+        components.append(getattr(importlib.import_module(module_name), factory)(settings))
+    return components
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the gRPC services",
+        description="Run one service, or all three in one process on one port (the embedded default).",
+    )
+    parser.add_argument("service", choices=[*COMPONENT_FACTORIES, "all"], help="which service to run")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+    names = list(COMPONENT_FACTORIES) if args.service == "all" else [args.service]
+    asyncio.run(serve_forever(build_components(names, settings), settings))
+    return 0

@@ -1,0 +1,1 @@
+"""Shared server bootstrap: lifecycle, configuration, logging, metrics and interceptors for every service."""

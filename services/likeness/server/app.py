@@ -1,0 +1,116 @@
+"""Server lifecycle shared by every service: build, start, serve, drain on SIGTERM, stop.
+
+Modelled on grpc's aio examples: a `grpc.aio` server with the standard health service (NOT_SERVING while models load
+and while draining), reflection, one interceptor chain, and a Prometheus endpoint on its own port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from likeness.server import metrics
+from likeness.server.component import ServiceComponent
+from likeness.server.interceptors import ServerInterceptor
+from likeness.server.settings import Settings
+
+log = logging.getLogger("likeness.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    limit = settings.max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        # Long training watches and generation streams sit idle between events; keep them alive through proxies.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A started server with its components, for the caller to stop."""
+
+    server: grpc.aio.Server
+    components: Sequence[ServiceComponent]
+    health: health.aio.HealthServicer
+    port: int
+    metrics_port: int | None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        await self.health.set("", status)
+        for component in self.components:
+            for name in component.service_names:
+                await self.health.set(name, status)
+            metrics.SERVICE_UP.labels(component.name).set(1 if serving else 0)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Drains: NOT_SERVING first (load balancers stop routing), then in-flight RPCs finish within the grace
+        period while components stop their background work."""
+        log.info("draining", extra={"grace_seconds": grace_seconds})
+        await self.set_serving(False)
+        await asyncio.gather(
+            self.server.stop(grace_seconds),
+            *(component.stop(grace_seconds) for component in self.components),
+        )
+        log.info("stopped")
+
+
+async def start_server(
+    components: Sequence[ServiceComponent], settings: Settings, *, start_metrics: bool = True
+) -> RunningServer:
+    """Binds the port and reports NOT_SERVING until every component has started, then SERVING."""
+    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(settings))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    for component in components:
+        component.register(server)
+        names.extend(component.service_names)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.port}; is the port in use?")
+    metrics_port = None
+    if start_metrics and settings.metrics_port:
+        metrics_port = metrics.start_metrics_server(settings.metrics_port, settings.host)
+    running = RunningServer(server, components, health_servicer, port, metrics_port)
+    await running.set_serving(False)
+    await server.start()
+    log.info("listening", extra={"port": port, "services": ",".join(c.name for c in components)})
+    for component in components:
+        await component.start()
+    await running.set_serving(True)
+    log.info("serving")
+    return running
+
+
+async def serve_forever(components: Sequence[ServiceComponent], settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT, then drains within `settings.grace_seconds`."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    running = await start_server(components, settings)
+    waiter = asyncio.create_task(running.server.wait_for_termination())
+    stopper = asyncio.create_task(stop_requested.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    await running.stop(settings.grace_seconds)
+    waiter.cancel()

@@ -1,0 +1,156 @@
+"""Configuration of the services, from command-line flags and `LIKENESS_*` environment variables.
+
+Every setting has a flag (`--storage-url`) and an environment variable (`LIKENESS_STORAGE_URL`); a flag wins over the
+environment, the environment over the default. Unknown or malformed values fail at start-up with one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from likeness.errors import InvalidArgument
+
+DEFAULT_BASE_MODELS = "tiny-sd15=builtin:sd15,tiny-sdxl=builtin:sdxl"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings. Field docs are the help text of the matching flag."""
+
+    # --- server ---
+    host: str = field(default="0.0.0.0", metadata={"help": "address the gRPC server binds"})
+    port: int = field(default=50051, metadata={"help": "gRPC port"})
+    metrics_port: int = field(default=9090, metadata={"help": "Prometheus /metrics HTTP port (0 disables)"})
+    grace_seconds: float = field(default=30.0, metadata={"help": "SIGTERM drain period before forced stop"})
+    max_message_mb: int = field(default=64, metadata={"help": "largest gRPC message accepted or sent, MiB"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    log_format: str = field(default="json", metadata={"help": "json or text"})
+    # --- storage and models ---
+    storage_url: str = field(
+        default="var/storage", metadata={"help": "shared storage: a local directory or s3://bucket/prefix"}
+    )
+    cache_dir: str = field(default="var/cache", metadata={"help": "local cache for models and downloads"})
+    base_models: str = field(
+        default=DEFAULT_BASE_MODELS,
+        metadata={"help": "base model catalog: id=source pairs, source a folder, .safetensors file or builtin:ARCH"},
+    )
+    default_base_model: str = field(default="tiny-sd15", metadata={"help": "base model used when none is named"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    # --- trainer ---
+    trainer_queue_capacity: int = field(default=16, metadata={"help": "queued training jobs before refusing"})
+    trainer_progress_interval_seconds: float = field(
+        default=1.0, metadata={"help": "least time between two progress events of a job"}
+    )
+    # --- inference ---
+    inference_queue_capacity: int = field(default=64, metadata={"help": "waiting requests before refusing"})
+    subject_cache_mb: int = field(default=2048, metadata={"help": "memory budget of loaded subject models, MiB"})
+    batch_window_ms: int = field(default=20, metadata={"help": "how long to wait to batch similar requests"})
+    max_batch_images: int = field(default=8, metadata={"help": "most images denoised together in one batch"})
+    preload_base_models: str = field(
+        default="", metadata={"help": "comma-separated base model ids to load at start ('*' for all)"}
+    )
+    # --- gallery ---
+    gallery_semantic: bool = field(default=False, metadata={"help": "rank with sentence embeddings too"})
+
+    @property
+    def storage_root_is_local(self) -> bool:
+        return "://" not in self.storage_url or self.storage_url.startswith("file://")
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir)
+
+
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+def _env_name(name: str) -> str:
+    return "LIKENESS_" + name.upper()
+
+
+def _parse_bool(text: str, name: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise InvalidArgument(f"expected true or false, got {text!r}", field=_env_name(name))
+
+
+def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
+    if f.type in ("bool", bool):
+        return raw if isinstance(raw, bool) else _parse_bool(str(raw), f.name)
+    try:
+        if f.type in ("int", int):
+            return int(raw)
+        if f.type in ("float", float):
+            return float(raw)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"expected a {f.type} number, got {raw!r}", field=origin) from None
+    return str(raw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per setting; defaults stay None so the environment can fill them in."""
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (env {_env_name(f.name)}, default {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text)
+
+
+def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Builds settings from parsed flags over environment variables over defaults, and validates them."""
+    environ = os.environ if environ is None else environ
+    known = {_env_name(f.name) for f in dataclasses.fields(Settings)}
+    unknown = sorted(k for k in environ if k.startswith("LIKENESS_") and k not in known and k not in _PASSTHROUGH)
+    if unknown:
+        raise InvalidArgument(f"unknown setting; known ones are listed by `likeness serve --help`", field=unknown[0])
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        flag_value = getattr(args, f.name, None) if args is not None else None
+        if flag_value is not None:
+            values[f.name] = _convert(f, flag_value, "--" + f.name.replace("_", "-"))
+        elif _env_name(f.name) in environ:
+            values[f.name] = _convert(f, environ[_env_name(f.name)], _env_name(f.name))
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+#: Environment variables with the LIKENESS_ prefix that are read elsewhere, not settings of the server.
+_PASSTHROUGH = {"LIKENESS_S3_ENDPOINT_URL", "LIKENESS_DREAMBENCH_DIR", "LIKENESS_ADDRESS", "LIKENESS_TEST_FAST"}
+
+
+def validate(settings: Settings) -> None:
+    """Rejects values that cannot work, naming the setting."""
+    for name in ("port", "metrics_port"):
+        value = getattr(settings, name)
+        if not 0 <= value <= 65535:
+            raise InvalidArgument(f"must be a port number 0-65535, got {value}", field=name)
+    if settings.log_level.upper() not in _LOG_LEVELS:
+        raise InvalidArgument(f"must be one of {sorted(_LOG_LEVELS)}, got {settings.log_level!r}", field="log_level")
+    if settings.log_format not in {"json", "text"}:
+        raise InvalidArgument(f"must be json or text, got {settings.log_format!r}", field="log_format")
+    positive = (
+        "max_message_mb",
+        "trainer_queue_capacity",
+        "inference_queue_capacity",
+        "subject_cache_mb",
+        "max_batch_images",
+    )
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            raise InvalidArgument(f"must be positive, got {getattr(settings, name)}", field=name)
+    if settings.grace_seconds < 0 or settings.batch_window_ms < 0:
+        raise InvalidArgument("must not be negative", field="grace_seconds/batch_window_ms")
+    device = settings.device
+    if not (device in {"auto", "cpu", "cuda", "mps"} or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise InvalidArgument(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", field="device")
