@@ -45,14 +45,17 @@ def _met(goal: str, value: float) -> str:
     for op in ("<=", ">=", "<", ">", "≤", "≥"):
         if goal.startswith(op):
             target = float(goal[len(op) :].strip().rstrip("x×%s "))
-            return {
-                "<=": value <= target,
-                "≤": value <= target,
-                ">=": value >= target,
-                "≥": value >= target,
-                "<": value < target,
-                ">": value > target,
-            }[op] and "met" or "**missed**"
+            return (
+                {
+                    "<=": value <= target,
+                    "≤": value <= target,
+                    ">=": value >= target,
+                    "≥": value >= target,
+                    "<": value < target,
+                    ">": value > target,
+                }[op]
+                and "met"
+            ) or "**missed**"
     return "—"
 
 
@@ -101,7 +104,10 @@ def main() -> int:
             figure.setdefault("goal", "")
             figure["measured_at"] = measured_at
             figures[figure["name"]] = figure
-            print(f"  {figure['name']} = {figure['value']} {figure['unit']} (goal {figure['goal']})", file=sys.stderr)
+            print(
+                f"  {figure['name']} = {figure['value']} {figure['unit']} (goal {figure['goal']})",
+                file=sys.stderr,
+            )
         print(f"bench: {area} took {time.perf_counter() - started:.0f} s", file=sys.stderr)
     ordered = sorted(figures.values(), key=lambda f: f["name"])
     keys = ("name", "value", "unit", "goal", "measured_at")

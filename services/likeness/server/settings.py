@@ -66,6 +66,7 @@ class Settings:
         return Path(self.cache_dir)
 
 
+_KIND_NAMES = {"int": "an integer", "float": "a number"}
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
 
 
@@ -91,7 +92,7 @@ def _convert(f: dataclasses.Field, raw: Any, origin: str) -> Any:
         if f.type in ("float", float):
             return float(raw)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"expected a {f.type} number, got {raw!r}", field=origin) from None
+        raise InvalidArgument(f"expected {_KIND_NAMES[str(f.type)]}, got {raw!r}", field=origin) from None
     return str(raw)
 
 
@@ -112,7 +113,7 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
     known = {_env_name(f.name) for f in dataclasses.fields(Settings)}
     unknown = sorted(k for k in environ if k.startswith("LIKENESS_") and k not in known and k not in _PASSTHROUGH)
     if unknown:
-        raise InvalidArgument(f"unknown setting; known ones are listed by `likeness serve --help`", field=unknown[0])
+        raise InvalidArgument("unknown setting; known ones are listed by `likeness serve --help`", field=unknown[0])
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         flag_value = getattr(args, f.name, None) if args is not None else None
@@ -126,7 +127,12 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
 
 
 #: Environment variables with the LIKENESS_ prefix that are read elsewhere, not settings of the server.
-_PASSTHROUGH = {"LIKENESS_S3_ENDPOINT_URL", "LIKENESS_DREAMBENCH_DIR", "LIKENESS_ADDRESS", "LIKENESS_TEST_FAST"}
+_PASSTHROUGH = {
+    "LIKENESS_S3_ENDPOINT_URL",
+    "LIKENESS_DREAMBENCH_DIR",
+    "LIKENESS_ADDRESS",
+    "LIKENESS_TEST_FAST",
+}
 
 
 def validate(settings: Settings) -> None:

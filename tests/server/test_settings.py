@@ -1,0 +1,75 @@
+"""Settings from flags and environment: precedence, validation, and one-line errors from the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from likeness.errors import InvalidArgument
+from likeness.server.settings import Settings, add_arguments, load_settings
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_flag_beats_environment_beats_default():
+    env = {"LIKENESS_PORT": "6000", "LIKENESS_SUBJECT_CACHE_MB": "512"}
+    settings = load_settings(parse(["--port", "7000"]), environ=env)
+    assert settings.port == 7000
+    assert settings.subject_cache_mb == 512
+    assert settings.grace_seconds == Settings().grace_seconds
+
+
+def test_booleans_parse_from_env_and_flags():
+    assert load_settings(parse([]), environ={"LIKENESS_GALLERY_SEMANTIC": "yes"}).gallery_semantic is True
+    assert (
+        load_settings(parse(["--no-gallery-semantic"]), environ={"LIKENESS_GALLERY_SEMANTIC": "1"}).gallery_semantic
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"LIKENESS_PORT": "http"}, "LIKENESS_PORT"),
+        ({"LIKENESS_PORT": "70000"}, "port"),
+        ({"LIKENESS_DEVICE": "tpu"}, "device"),
+        ({"LIKENESS_LOG_LEVEL": "LOUD"}, "log_level"),
+        ({"LIKENESS_SUBJECT_CACHE_MB": "0"}, "subject_cache_mb"),
+        ({"LIKENESS_STORAGE_ULR": "/tmp/x"}, "LIKENESS_STORAGE_ULR"),
+        ({"LIKENESS_GALLERY_SEMANTIC": "maybe"}, "LIKENESS_GALLERY_SEMANTIC"),
+    ],
+)
+def test_bad_values_name_the_setting(env, field):
+    with pytest.raises(InvalidArgument) as info:
+        load_settings(parse([]), environ=env)
+    assert info.value.field == field
+
+
+def test_cli_reports_bad_settings_in_one_line_and_fails():
+    result = subprocess.run(
+        [sys.executable, "-m", "likeness.cli.main", "serve", "gallery", "--port", "not-a-port"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["likeness: error: --port: expected an integer, got 'not-a-port'"]
+
+
+def test_cli_rejects_unknown_flags():
+    result = subprocess.run(
+        [sys.executable, "-m", "likeness.cli.main", "serve", "gallery", "--prot", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments: --prot" in result.stderr
