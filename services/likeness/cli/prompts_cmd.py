@@ -1,0 +1,80 @@
+"""`likeness prompts search|show|record|templates`: discover prompts in the gallery and reuse them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from google.protobuf.json_format import MessageToDict
+
+from likeness.cli.common import add_address_argument, connect, print_table
+from likeness.type.v1 import types_pb2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("prompts", help="search the prompt gallery, record prompts, list templates")
+    commands = parser.add_subparsers(dest="prompts_command", metavar="ACTION", required=True)
+
+    search = commands.add_parser("search", help="search prompts, best matches first")
+    search.add_argument("query", nargs="?", default="", help="free text (empty lists the most used)")
+    search.add_argument("--tag", action="append", default=[], help="only prompts with this tag (repeatable)")
+    search.add_argument("--base-model", default="", help="only prompts used with this base model")
+    search.add_argument("--limit", type=int, default=10, help="results to show (1-100)")
+    search.set_defaults(func=run_search)
+
+    show = commands.add_parser("show", help="show one prompt with its parameters as JSON")
+    show.add_argument("prompt_id")
+    show.set_defaults(func=run_show)
+
+    record = commands.add_parser("record", help="record a prompt and its parameters")
+    record.add_argument("prompt")
+    record.add_argument("--negative", default="", help="negative prompt")
+    record.add_argument("--steps", type=int, default=None)
+    record.add_argument("--guidance", type=float, default=None)
+    record.add_argument("--seed", type=int, default=None)
+    record.add_argument("--tag", action="append", default=[])
+    record.add_argument("--base-model", default="")
+    record.set_defaults(func=run_record)
+
+    templates = commands.add_parser("templates", help="list prompt templates with a {subject} placeholder")
+    templates.add_argument("--category", default="", help="only this category (portrait, pet, product, ...)")
+    templates.set_defaults(func=run_templates)
+    for sub in (search, show, record, templates):
+        add_address_argument(sub)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        response = client.search_prompts(args.query, tags=args.tag, base_model=args.base_model, page_size=args.limit)
+    rows = [[r.prompt.prompt_id, f"{r.score:.2f}", ",".join(r.prompt.tags), r.prompt.prompt] for r in response.results]
+    print_table(rows, ["id", "score", "tags", "prompt"])
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        record = client.get_prompt(args.prompt_id)
+    print(json.dumps(MessageToDict(record), indent=2))
+    return 0
+
+
+def run_record(args: argparse.Namespace) -> int:
+    parameters = types_pb2.GenerationParameters(negative_prompt=args.negative)
+    if args.steps is not None:
+        parameters.num_inference_steps = args.steps
+    if args.guidance is not None:
+        parameters.guidance_scale = args.guidance
+    if args.seed is not None:
+        parameters.seed = args.seed
+    with connect(args) as client:
+        response = client.record_prompt(args.prompt, parameters=parameters, tags=args.tag, base_model=args.base_model)
+    state = "already recorded" if response.existing else "recorded"
+    print(f"{state}: {response.prompt.prompt_id} (used {response.prompt.use_count}x)")
+    return 0
+
+
+def run_templates(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        found = client.list_templates(args.category)
+    print_table([[t.template_id, t.category, t.template] for t in found], ["id", "category", "template"])
+    return 0
