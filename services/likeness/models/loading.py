@@ -1,0 +1,249 @@
+"""Loading base Stable Diffusion pipelines from local files: safetensors only, never the network.
+
+A base model is either a diffusers folder (`model_index.json` plus one folder per component) or a single
+original-layout `.safetensors` checkpoint (A1111 / ComfyUI style). Single files carry weights only, so loading
+one offline needs `config_dir`: a local diffusers folder of the same architecture whose configs, tokenizers and
+scheduler complete it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetensors import safe_open
+
+from likeness.errors import InvalidArgument, NotFound
+from likeness.models.arch import ARCHS, TINY_RESOLUTION_LIMIT, ArchInfo, arch_info, check_arch
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+# Re-exported: callers find the architecture facts next to the loader.
+__all__ = [
+    "ARCHS",
+    "TINY_RESOLUTION_LIMIT",
+    "ArchInfo",
+    "arch_info",
+    "check_arch",
+    "check_safe_weights_path",
+    "detect_arch",
+    "disable_progress_bars",
+    "load_base_pipeline",
+    "native_resolution",
+    "pipeline_class",
+]
+PICKLE_SUFFIXES = frozenset({".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle"})
+SAFE_SUFFIX = ".safetensors"
+# SD 2.x conditions on OpenCLIP ViT-H, whose hidden size (and so the UNet's cross-attention width) is 1024.
+SD2_CROSS_ATTENTION_DIM = 1024
+
+CONVERSION_HINT = (
+    "convert it once, in an isolated environment you trust, e.g. "
+    "`safetensors.torch.save_file(torch.load(PATH, weights_only=True)['state_dict'], OUT.safetensors)` for a "
+    "single checkpoint, or `DiffusionPipeline.from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True)` "
+    "for a diffusers folder"
+)
+
+
+def pipeline_class(arch: str) -> type[DiffusionPipeline]:
+    """StableDiffusionXLPipeline for "sdxl", StableDiffusionPipeline for "sd15" and "sd2"."""
+    # diffusers is imported only where a pipeline is built, so that reading configs stays cheap.
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if check_arch(arch) == "sdxl" else StableDiffusionPipeline
+
+
+def _pickle_refusal(path: Path, field: str | None) -> InvalidArgument:
+    return InvalidArgument(
+        f"{path} holds pickle weights; Likeness loads only .safetensors because unpickling a file can run "
+        f"arbitrary code. To use it, {CONVERSION_HINT}",
+        field=field,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InvalidArgument(f"cannot read {path}: {error}") from error
+
+
+def _component_folders(folder: Path) -> list[Path]:
+    index = _read_json(folder / "model_index.json")
+    names = [
+        name
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and value and value[0] is not None
+    ]
+    return [folder / name for name in names if (folder / name).is_dir()]
+
+
+def check_safe_weights_path(path: str | Path, *, field: str | None = None) -> Path:
+    """Return `path` if it is a `.safetensors` file or a diffusers folder with safetensors weights.
+
+    Raises `InvalidArgument` for pickle checkpoints (`.ckpt`, `.bin`, `.pt`, `.pth`, `.pkl`), for a diffusers
+    folder in which some component has only pickle weights, and for any other kind of file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise InvalidArgument(
+                f"{path} is not a diffusers pipeline folder (no model_index.json); give a diffusers folder or a "
+                "single .safetensors checkpoint",
+                field=field,
+            )
+        for component in _component_folders(path):
+            files = [item for item in component.iterdir() if item.is_file()]
+            has_pickle = any(item.suffix in PICKLE_SUFFIXES for item in files)
+            has_safetensors = any(item.suffix == SAFE_SUFFIX for item in files)
+            if has_pickle and not has_safetensors:
+                raise _pickle_refusal(component, field)
+        return path
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise _pickle_refusal(path, field)
+    if path.suffix.lower() != SAFE_SUFFIX:
+        raise InvalidArgument(
+            f"{path} is neither a diffusers folder nor a .safetensors checkpoint; only those can be loaded",
+            field=field,
+        )
+    return path
+
+
+def _arch_from_folder(folder: Path) -> str:
+    index = _read_json(folder / "model_index.json")
+    class_name = str(index.get("_class_name", ""))
+    unet_config_path = folder / "unet" / "config.json"
+    unet_config = _read_json(unet_config_path) if unet_config_path.is_file() else {}
+    if "text_encoder_2" in index or "XL" in class_name or unet_config.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    if unet_config.get("cross_attention_dim") == SD2_CROSS_ATTENTION_DIM:
+        return "sd2"
+    if class_name.startswith("StableDiffusion") or unet_config:
+        return "sd15"
+    raise InvalidArgument(f"{folder} is not a Stable Diffusion 1.x, 2.x or XL pipeline (class {class_name!r})")
+
+
+def _arch_from_single_file(path: Path) -> str | None:
+    try:
+        with safe_open(str(path), framework="pt") as checkpoint:
+            keys = list(checkpoint.keys())
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise InvalidArgument(f"{path} is not a readable safetensors file: {error}") from error
+    if any(key.startswith("conditioner.embedders.") for key in keys):
+        return "sdxl"
+    if any(key.startswith("cond_stage_model.model.") for key in keys):
+        return "sd2"
+    if any(key.startswith("cond_stage_model.transformer.") for key in keys):
+        return "sd15"
+    return None
+
+
+def detect_arch(path: str | Path, *, config_dir: str | Path | None = None) -> str:
+    """ "sd15", "sd2" or "sdxl", from a diffusers folder's configs or a single file's key layout.
+
+    For a single file whose keys do not tell (e.g. UNet-only), the architecture of `config_dir` is used.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"base model {path} does not exist")
+    if path.is_dir():
+        return _arch_from_folder(path)
+    arch = _arch_from_single_file(path)
+    if arch is not None:
+        return arch
+    if config_dir is not None:
+        return detect_arch(config_dir)
+    raise InvalidArgument(
+        f"cannot tell the architecture of {path} from its keys; pass the architecture explicitly or a config_dir"
+    )
+
+
+def native_resolution(path: str | Path, *, config_dir: str | Path | None = None) -> int | None:
+    """The image size a diffusers folder was built for (UNet sample size x VAE downsampling), if known.
+
+    For a single file, the resolution of `config_dir` is returned (None without one).
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else (Path(config_dir) if config_dir is not None else None)
+    if folder is None:
+        return None
+    unet_config_path = folder / "unet" / "config.json"
+    vae_config_path = folder / "vae" / "config.json"
+    if not (unet_config_path.is_file() and vae_config_path.is_file()):
+        return None
+    sample_size = _read_json(unet_config_path).get("sample_size")
+    vae_levels = len(_read_json(vae_config_path).get("block_out_channels", [])) or 4
+    if not isinstance(sample_size, int):
+        return None
+    return sample_size * 2 ** (vae_levels - 1)
+
+
+def disable_progress_bars() -> None:
+    """Silence diffusers' and transformers' tqdm bars (HF_HUB_DISABLE_PROGRESS_BARS does not reach them)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def load_base_pipeline(
+    source: str | Path,
+    *,
+    arch: str | None = None,
+    config_dir: str | Path | None = None,
+    torch_dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """Load a base pipeline from a local diffusers folder or single `.safetensors` file, offline.
+
+    `arch` is detected when omitted. A single file needs `config_dir`, a local diffusers folder of the same
+    architecture (for a tiny model: the folder the file was exported from, whose VAE config holds the
+    calibrated scaling factor). SD 1.x/2.x safety checkers and the SDXL watermarker are not loaded.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise NotFound(f"base model {path} does not exist", field="base_model")
+    check_safe_weights_path(path, field="base_model")
+    arch = check_arch(arch) if arch is not None else detect_arch(path, config_dir=config_dir)
+    cls = pipeline_class(arch)
+    extra: dict[str, Any] = (
+        {"add_watermarker": False}
+        if arch == "sdxl"
+        else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    )
+    disable_progress_bars()
+    try:
+        if path.is_dir():
+            pipeline = cls.from_pretrained(
+                str(path), torch_dtype=torch_dtype, use_safetensors=True, local_files_only=True, **extra
+            )
+        else:
+            pipeline = _load_single_file(cls, path, Path(config_dir) if config_dir else None, torch_dtype, extra)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise InvalidArgument(f"cannot load base model {path} as {arch}: {error}", field="base_model") from error
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def _load_single_file(
+    cls: type[DiffusionPipeline],
+    path: Path,
+    config_dir: Path | None,
+    torch_dtype: torch.dtype | None,
+    extra: dict[str, Any],
+) -> DiffusionPipeline:
+    if config_dir is None:
+        raise InvalidArgument(
+            f"{path} is a single-file checkpoint: loading it offline needs config_dir, a local diffusers folder "
+            "of the same architecture that provides the configs, tokenizers and scheduler",
+            field="config_dir",
+        )
+    if not (config_dir / "model_index.json").is_file():
+        raise NotFound(f"config_dir {config_dir} is not a diffusers folder (no model_index.json)", field="config_dir")
+    return cls.from_single_file(
+        str(path), config=str(config_dir), torch_dtype=torch_dtype, local_files_only=True, **extra
+    )
