@@ -73,3 +73,18 @@ def test_cli_rejects_unknown_flags():
     )
     assert result.returncode == 2
     assert "unrecognized arguments: --prot" in result.stderr
+
+
+def test_kubernetes_service_links_are_not_mistaken_for_settings():
+    links = {
+        "LIKENESS_INFERENCE_SERVICE_HOST": "10.0.0.12",
+        "LIKENESS_INFERENCE_SERVICE_PORT": "50051",
+        "LIKENESS_INFERENCE_SERVICE_PORT_GRPC": "50051",
+        "LIKENESS_INFERENCE_PORT": "tcp://10.0.0.12:50051",
+        "LIKENESS_INFERENCE_PORT_50051_TCP": "tcp://10.0.0.12:50051",
+        "LIKENESS_INFERENCE_PORT_50051_TCP_PROTO": "tcp",
+        "LIKENESS_INFERENCE_PORT_50051_TCP_ADDR": "10.0.0.12",
+    }
+    assert load_settings(parse([]), environ=links).port == 50051
+    with pytest.raises(InvalidArgument):
+        load_settings(parse([]), environ={"LIKENESS_GRPC_PORT": "oops"})

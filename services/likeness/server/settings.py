@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,14 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
     """Builds settings from parsed flags over environment variables over defaults, and validates them."""
     environ = os.environ if environ is None else environ
     known = {_env_name(f.name) for f in dataclasses.fields(Settings)}
-    unknown = sorted(k for k in environ if k.startswith("LIKENESS_") and k not in known and k not in _PASSTHROUGH)
+    unknown = sorted(
+        k
+        for k in environ
+        if k.startswith("LIKENESS_")
+        and k not in known
+        and k not in _PASSTHROUGH
+        and not _is_service_link(k, environ[k])
+    )
     if unknown:
         raise InvalidArgument("unknown setting; known ones are listed by `likeness serve --help`", field=unknown[0])
     values: dict[str, Any] = {}
@@ -124,6 +132,19 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
     settings = Settings(**values)
     validate(settings)
     return settings
+
+
+#: Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT=tcp://...` and friends for every Service in the
+#: namespace; for Services named `likeness-*` they carry our prefix but are not settings.
+_SERVICE_LINK = re.compile(
+    r"^LIKENESS_[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$"
+)
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    if not _SERVICE_LINK.match(name):
+        return False
+    return value.isdigit() or "://" in value or value.replace(".", "").isdigit() or value in {"tcp", "udp", "sctp"}
 
 
 #: Environment variables with the LIKENESS_ prefix that are read elsewhere, not settings of the server.
