@@ -9,7 +9,8 @@ from PIL import Image
 from likeness.errors import InvalidArgument
 
 SUBJECT_TYPES = ("auto", "face", "object")
-MIN_RESOLUTION = 64
+# 32 px is the native size of the built-in toy base model; real base models use 512 or more.
+MIN_RESOLUTION = 32
 MAX_RESOLUTION = 2048
 # Below 64 px nothing (faces, saliency, the hash) can be judged reliably.
 MIN_SIDE_FLOOR = 64
@@ -36,7 +37,7 @@ class PhotoInput:
 class PrepareOptions:
     """How to turn raw photos into a training set. See docs/dataset.md for the reasoning behind each default.
 
-    - resolution: side of the square output images (64..2048, multiple of 8: the VAE downsamples by 8).
+    - resolution: side of the square output images (32..2048, multiple of 8: the VAE downsamples by 8).
     - subject_type: "face" frames the largest face; "object" frames the salient region; "auto" uses a
       face when one is found with confidence, else the object strategy.
     - face_margin: the square's side is the face box side x (1 + 2 x face_margin), i.e. a margin of
