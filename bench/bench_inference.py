@@ -1,0 +1,238 @@
+"""Benchmark of the inference service on tiny SD 1.x (64 px), every comparison measured side by side in one run.
+
+(a) one request through the real gRPC service (in-process server, full interceptor chain, PNG, chunked stream) vs
+    the same diffusers pipeline object called in-process with the same parameters; goal <= 1.03x. Reported as
+    the median of the per-pair ratios of back-to-back runs.
+(b) switching between two cached LoRA subjects (`set_adapters` on the base pipeline) vs `from_pretrained` of the
+    whole pipeline; goal <= 1% of a reload.
+(c) cold load of a LoRA subject from storage (LoadSubjectModel after UnloadSubjectModel) vs the same reload.
+(d) throughput of 8 concurrent clients (dynamic batching) vs the same 8 requests sent one after another.
+
+Variants are interleaved and medians reported, because this machine's timings are noisy.
+Run: `python bench/bench_inference.py` (prints JSON) or import `run()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from likeness.inference.pipeline_runner import scheduler_for
+from likeness.inference.testing import BackgroundInferenceServer, publish_lora_subject
+from likeness.inference.v1 import inference_service_pb2 as pb
+from likeness.models.catalog import BaseModelCatalog
+from likeness.storage.layout import DEFAULT_TENANT
+from likeness.storage.local import LocalStorage
+from likeness.type.v1 import types_pb2
+
+BASE = "tiny-sd15"
+SIZE = 64
+STEPS = 20
+GUIDANCE = 7.5
+PROMPT = "a photo of sks dog"
+LATENCY_PAIRS = 15
+SWITCHES = 40
+RELOADS = 5
+THROUGHPUT_ROUNDS = 3
+CLIENTS = 8
+THROUGHPUT_STEPS = 10
+
+
+def _request(subject: str, seed: int, steps: int = STEPS) -> pb.GenerateImagesRequest:
+    return pb.GenerateImagesRequest(
+        subject_model_id=subject,
+        prompt=PROMPT,
+        parameters=types_pb2.GenerationParameters(
+            num_inference_steps=steps, guidance_scale=GUIDANCE, width=SIZE, height=SIZE, seed=seed
+        ),
+    )
+
+
+def _through_service(server: BackgroundInferenceServer, request: pb.GenerateImagesRequest) -> float:
+    started = time.perf_counter()
+    images = sum(
+        1 for r in server.stub.GenerateImages(request) if r.WhichOneof("event") == "image_chunk" and r.image_chunk.last
+    )
+    elapsed = time.perf_counter() - started
+    if images != 1:
+        raise RuntimeError(f"expected one image, got {images}")
+    return elapsed
+
+
+def _in_process(server: BackgroundInferenceServer, subject: str, seed: int) -> float:
+    """The pipeline object the service uses, called directly with the same parameters (decoded to PIL)."""
+    repository = server.engine.repository
+    base = repository.base(BASE)
+    with repository.acquire(DEFAULT_TENANT, subject) as lease, base.lock:
+        pipeline = repository.activate(base, lease.entry, 1.0)
+        pipeline.scheduler = scheduler_for(base, "default")
+        started = time.perf_counter()
+        image = pipeline(
+            prompt=[PROMPT],
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            width=SIZE,
+            height=SIZE,
+            generator=[torch.Generator().manual_seed(seed)],
+            output_type="pil",
+        ).images[0]
+        elapsed = time.perf_counter() - started
+    if image.size != (SIZE, SIZE):
+        raise RuntimeError(f"unexpected image size {image.size}")
+    return elapsed
+
+
+def _switch_seconds(server: BackgroundInferenceServer, first: str, second: str) -> list[float]:
+    repository = server.engine.repository
+    base = repository.base(BASE)
+    timings = []
+    with repository.acquire(DEFAULT_TENANT, first) as a, repository.acquire(DEFAULT_TENANT, second) as b:
+        for index in range(SWITCHES):
+            entry = (a, b)[index % 2].entry
+            with base.lock:
+                started = time.perf_counter()
+                repository.activate(base, entry, 1.0)
+                timings.append(time.perf_counter() - started)
+    return timings
+
+
+def _reload_seconds(catalog: BaseModelCatalog) -> float:
+    started = time.perf_counter()
+    pipeline = catalog.load(BASE)
+    elapsed = time.perf_counter() - started
+    del pipeline
+    return elapsed
+
+
+def _cold_load_seconds(server: BackgroundInferenceServer, subject: str) -> float:
+    server.stub.UnloadSubjectModel(pb.UnloadSubjectModelRequest(model_id=subject))
+    started = time.perf_counter()
+    status = server.stub.LoadSubjectModel(pb.LoadSubjectModelRequest(model_id=subject)).model
+    elapsed = time.perf_counter() - started
+    if status.state != pb.LOAD_STATE_LOADED:
+        raise RuntimeError(f"subject {subject} did not load: {status.failure_reason}")
+    return elapsed
+
+
+def _sequential_seconds(server: BackgroundInferenceServer, subject: str, round_index: int) -> float:
+    started = time.perf_counter()
+    for client in range(CLIENTS):
+        _through_service(server, _request(subject, 1000 * round_index + client, THROUGHPUT_STEPS))
+    return time.perf_counter() - started
+
+
+def _concurrent_seconds(server: BackgroundInferenceServer, subject: str, round_index: int) -> tuple[float, int]:
+    barrier = threading.Barrier(CLIENTS)
+    batch_sizes: list[int] = []
+    errors: list[BaseException] = []
+
+    def client(index: int) -> None:
+        barrier.wait()
+        try:
+            request = _request(subject, 1000 * round_index + index, THROUGHPUT_STEPS)
+            for response in server.stub.GenerateImages(request):
+                if response.WhichOneof("event") == "summary":
+                    batch_sizes.append(response.summary.batch_size)
+        except BaseException as exc:  # re-raised below, after every client finished
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed, max(batch_sizes)
+
+
+def run() -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="likeness-bench-inference-") as temp:
+        root = Path(temp)
+        os.environ.setdefault("LIKENESS_CACHE_DIR", str(root / "cache"))
+        storage = LocalStorage(root / "storage")
+        catalog = BaseModelCatalog(f"{BASE}=builtin:sd15", cache_dir=root / "cache" / "base-models")
+        first, second, cold = (publish_lora_subject(storage, seed=i, base_model=BASE).model_id for i in range(3))
+        server = BackgroundInferenceServer(
+            storage, catalog, base_models=f"{BASE}=builtin:sd15", preload_base_models=BASE
+        )
+        with server:
+            for subject in (first, second):  # warm: cached subjects, first-call overheads paid
+                _through_service(server, _request(subject, 0))
+                _in_process(server, subject, 0)
+
+            service, direct = [], []
+            for pair in range(LATENCY_PAIRS):
+                seed = 100 + pair
+                if pair % 2 == 0:
+                    service.append(_through_service(server, _request(first, seed)))
+                    direct.append(_in_process(server, first, seed))
+                else:
+                    direct.append(_in_process(server, first, seed))
+                    service.append(_through_service(server, _request(first, seed)))
+
+            reloads, colds, switches = [], [], []
+            for _ in range(RELOADS):
+                reloads.append(_reload_seconds(catalog))
+                colds.append(_cold_load_seconds(server, cold))
+                switches.extend(_switch_seconds(server, first, second))
+
+            sequential, concurrent, batch_sizes = [], [], []
+            for round_index in range(THROUGHPUT_ROUNDS):
+                sequential.append(_sequential_seconds(server, first, round_index))
+                elapsed, batch_size = _concurrent_seconds(server, first, round_index)
+                concurrent.append(elapsed)
+                batch_sizes.append(batch_size)
+
+    service_s, direct_s = statistics.median(service), statistics.median(direct)
+    # Each pair ran back to back, so its ratio cancels the slow drifts of a shared machine's load.
+    overhead = statistics.median(s / d for s, d in zip(service, direct, strict=True))
+    reload_s, cold_s, switch_s = statistics.median(reloads), statistics.median(colds), statistics.median(switches)
+    sequential_s, concurrent_s = statistics.median(sequential), statistics.median(concurrent)
+    return [
+        {
+            "name": "inference.service_overhead_ratio",
+            "value": round(overhead, 4),
+            "unit": "x",
+            "goal": "<= 1.03",
+            "note": f"median of {LATENCY_PAIRS} back-to-back pairs; medians gRPC {service_s * 1000:.0f} ms, "
+            f"in-process {direct_s * 1000:.0f} ms ({STEPS} steps, {SIZE} px, LoRA subject)",
+        },
+        {
+            "name": "inference.switch_vs_reload_ratio",
+            "value": round(switch_s / reload_s, 5),
+            "unit": "x",
+            "goal": "<= 0.01",
+            "note": f"switch {switch_s * 1000:.2f} ms vs from_pretrained {reload_s * 1000:.0f} ms",
+        },
+        {
+            "name": "inference.cold_load_vs_reload_ratio",
+            "value": round(cold_s / reload_s, 4),
+            "unit": "x",
+            "goal": "< 1",
+            "note": f"LoRA from storage {cold_s * 1000:.0f} ms vs pipeline reload {reload_s * 1000:.0f} ms",
+        },
+        {
+            "name": "inference.concurrent_throughput_ratio",
+            "value": round(sequential_s / concurrent_s, 3),
+            "unit": "x",
+            "goal": "> 1",
+            "note": f"{CLIENTS} concurrent clients {concurrent_s:.2f} s vs one after another {sequential_s:.2f} s "
+            f"({THROUGHPUT_STEPS} steps; largest batch {max(batch_sizes)})",
+        },
+    ]
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

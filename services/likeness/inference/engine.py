@@ -1,0 +1,242 @@
+"""The inference core: admission, the GPU worker thread, and the repository operations the API exposes.
+
+One worker thread runs batches one after another (a GPU runs one denoising loop efficiently at a time; batching
+is how concurrent requests share it). Admission runs on the caller's thread: it validates the request against the
+subject's manifest and the base model, starts loading the subject in the background, and enqueues the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from likeness.errors import DeadlineExceeded, FailedPrecondition, LikenessError, Unavailable
+from likeness.inference import metrics
+from likeness.inference.batching import RequestQueue
+from likeness.inference.jobs import AcceptedEvent, EventSink, GenerationJob, WarningEvent
+from likeness.inference.params import GenerationSpec, SubjectNames, validate
+from likeness.inference.pipeline_runner import run_batch
+from likeness.inference.repository import BaseStatus, ModelRepository, SubjectStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    base_models: list[BaseStatus]
+    loaded_subjects: list[SubjectStatus]
+    subject_cache_budget_bytes: int
+    subject_cache_used_bytes: int
+    queue_depth: int
+    queue_capacity: int
+    device: str
+
+
+class InferenceEngine:
+    """Admits generation requests, batches them and runs them on one worker thread."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        default_base_model: str,
+        queue_capacity: int = 64,
+        batch_window_s: float = 0.02,
+        max_batch_images: int = 8,
+    ) -> None:
+        self.repository = repository
+        self.default_base_model = default_base_model
+        self.batch_window_s = batch_window_s
+        self.max_batch_images = max_batch_images
+        self.queue = RequestQueue(queue_capacity)
+        # Encoding runs beside the worker so the GPU is not idle while a PNG compresses; one thread keeps
+        # each request's images and summary in order.
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="likeness-encoder")
+        self._worker = threading.Thread(target=self._work, name="likeness-inference-worker", daemon=True)
+        self._running: list[GenerationJob] = []
+        self._running_lock = threading.Lock()
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def stop(self, grace_seconds: float) -> None:
+        """Refuse new requests, let waiting and running ones finish within `grace_seconds`, then fail the rest."""
+        self.queue.close()
+        self._worker.join(grace_seconds)
+        if self._worker.is_alive():
+            for job in self.queue.take_all():
+                job.fail(Unavailable("the inference service stopped before this request ran; retry"))
+            with self._running_lock:
+                running = list(self._running)
+            for job in running:
+                job.fail(Unavailable("the inference service stopped during generation; retry"))
+                job.cancel()
+            self._worker.join(5.0)
+        self._encoder.shutdown(wait=True)
+        self.repository.close()
+
+    @property
+    def running(self) -> list[GenerationJob]:
+        """The jobs of the batch on the worker now."""
+        with self._running_lock:
+            return list(self._running)
+
+    # ---- admission --------------------------------------------------------------------------------------
+
+    def admit(
+        self,
+        spec: GenerationSpec,
+        *,
+        tenant: str,
+        request_id: str,
+        sink: EventSink,
+        deadline: float | None = None,
+    ) -> GenerationJob:
+        """Validate, resolve and enqueue a request (blocking: may read storage and load a base model).
+
+        The sink receives `AcceptedEvent` first, then any warnings, then the job's progress.
+        """
+        try:
+            with self.queue.incoming():
+                return self._admit(spec, tenant=tenant, request_id=request_id, sink=sink, deadline=deadline)
+        except LikenessError:
+            metrics.REQUESTS.labels("rejected").inc()
+            raise
+
+    def _admit(
+        self,
+        spec: GenerationSpec,
+        *,
+        tenant: str,
+        request_id: str,
+        sink: EventSink,
+        deadline: float | None,
+    ) -> GenerationJob:
+        manifest = None
+        if spec.subject_model_id:
+            manifest = self.repository.manifest(tenant, spec.subject_model_id)
+            if spec.base_model and spec.base_model != manifest.base_model:
+                raise FailedPrecondition(
+                    f"subject model {manifest.model_id!r} was trained on base model {manifest.base_model!r} and "
+                    f"cannot be used with {spec.base_model!r}; leave base_model empty or name "
+                    f"{manifest.base_model!r}",
+                    field="base_model",
+                )
+            if manifest.base_model not in self.repository.catalog:
+                raise FailedPrecondition(
+                    f"subject model {manifest.model_id!r} was trained on base model {manifest.base_model!r}, "
+                    f"which this server does not offer",
+                    field="subject_model_id",
+                )
+            base_id = manifest.base_model
+        else:
+            base_id = spec.base_model or self.default_base_model
+        base = self.repository.base(base_id)
+        if manifest is not None and manifest.arch != base.arch:
+            raise FailedPrecondition(
+                f"subject model {manifest.model_id!r} is for {manifest.arch!r}, base model {base_id!r} is {base.arch!r}",
+                field="subject_model_id",
+            )
+        subject = SubjectNames(manifest.identifier, manifest.class_noun) if manifest is not None else None
+        params, warnings = validate(
+            spec,
+            arch=base.arch,
+            info=base.info,
+            base_model=base_id,
+            subject=subject,
+            count_tokens=base.count_tokens,
+            max_tokens=base.max_tokens,
+        )
+        job = GenerationJob(
+            request_id=request_id,
+            tenant=tenant,
+            base_model=base_id,
+            subject_model_id=spec.subject_model_id,
+            params=params,
+            sink=sink,
+            deadline=deadline,
+            lora_scale_applies=manifest is not None and manifest.method == "lora",
+        )
+        if manifest is not None:
+            job.subject_was_cached = self.repository.prefetch(tenant, manifest.model_id)
+
+        def accepted(position: int) -> None:
+            sink.put(AcceptedEvent(request_id, position, params.prompt))
+            for message in warnings:
+                sink.put(WarningEvent(message))
+
+        self.queue.submit(job, accepted)
+        return job
+
+    def cancel(self, job: GenerationJob) -> None:
+        """The client cancelled or disconnected: drop the job from the queue, or stop it at the next step."""
+        if job.done:
+            return
+        job.cancel()
+        self.queue.remove(job)
+        metrics.REQUESTS.labels("cancelled").inc()
+
+    # ---- worker -------------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch = self.queue.next_batch(self.max_batch_images, self.batch_window_s)
+            if batch is None:
+                return
+            with self._running_lock:
+                self._running = batch
+            try:
+                self._process(batch)
+            except LikenessError as exc:
+                for job in batch:
+                    job.fail(exc)
+                metrics.REQUESTS.labels("failed").inc(len(batch))
+            except Exception as exc:  # a bug or a device error: report it and keep serving other requests
+                log.exception("batch failed", extra={"requests": ",".join(job.request_id for job in batch)})
+                for job in batch:
+                    job.fail(exc)
+                metrics.REQUESTS.labels("failed").inc(len(batch))
+            finally:
+                with self._running_lock:
+                    self._running = []
+
+    def _process(self, batch: list[GenerationJob]) -> None:
+        jobs = []
+        for job in batch:
+            if not job.active:
+                continue
+            if job.expired:
+                job.fail(DeadlineExceeded("the deadline passed while the request was queued; allow more time"))
+                metrics.REQUESTS.labels("deadline_exceeded").inc()
+                continue
+            jobs.append(job)
+        if not jobs:
+            return
+        head = jobs[0]
+        base = self.repository.base(head.base_model)
+        if not head.subject_model_id:
+            run_batch(self.repository, base, None, jobs, self._encoder)
+            return
+        with self.repository.acquire(head.tenant, head.subject_model_id) as lease:
+            for job in jobs:
+                loaded_for_it = lease.reloaded or not job.subject_was_cached
+                job.load_seconds = lease.entry.load_seconds if loaded_for_it else 0.0
+            run_batch(self.repository, base, lease.entry, jobs, self._encoder)
+
+    # ---- repository API -----------------------------------------------------------------------------------
+
+    def status(self) -> ServerStatus:
+        repository = self.repository
+        return ServerStatus(
+            base_models=repository.base_statuses(),
+            loaded_subjects=repository.loaded_subjects(),
+            subject_cache_budget_bytes=repository.subject_budget_bytes,
+            subject_cache_used_bytes=repository.used_bytes,
+            queue_depth=self.queue.depth,
+            queue_capacity=self.queue.capacity,
+            device=str(repository.device),
+        )

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the inference service (default registry, names prefixed `likeness_inference_`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+
+QUEUE_WAIT_SECONDS = Histogram(
+    "likeness_inference_queue_wait_seconds",
+    "Time a request waited in the queue before its batch started",
+    ["base_model"],
+    buckets=_LATENCY_BUCKETS,
+)
+GENERATION_SECONDS = Histogram(
+    "likeness_inference_generation_seconds",
+    "Time from a request's acceptance to its last image",
+    ["base_model"],
+    buckets=_LATENCY_BUCKETS,
+)
+IMAGES = Counter("likeness_inference_images_total", "Images generated and sent", ["base_model"])
+REQUESTS = Counter(
+    "likeness_inference_requests_total",
+    "Generation requests by outcome (ok, cancelled, deadline_exceeded, failed, rejected)",
+    ["outcome"],
+)
+STEPS_PER_SECOND = Histogram(
+    "likeness_inference_denoising_steps_per_second",
+    "Denoising steps per second of each batch (one step advances every image of the batch)",
+    ["base_model"],
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250),
+)
+BATCH_REQUESTS = Histogram(
+    "likeness_inference_batch_requests", "Requests per batch", buckets=(1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
+)
+BATCH_IMAGES = Histogram(
+    "likeness_inference_batch_images", "Images denoised together per batch", buckets=(1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
+)
+CACHE_HITS = Counter("likeness_inference_subject_cache_hits_total", "Batches whose subject was already loaded")
+CACHE_MISSES = Counter("likeness_inference_subject_cache_misses_total", "Batches that had to wait for a subject load")
+CACHE_EVICTIONS = Counter(
+    "likeness_inference_subject_cache_evictions_total", "Subjects evicted (budget) or unloaded (UnloadSubjectModel)"
+)
+LOAD_FAILURES = Counter("likeness_inference_subject_load_failures_total", "Subject loads that failed")
+LOAD_SECONDS = Histogram(
+    "likeness_inference_load_seconds",
+    "Seconds to load a model, by kind (base, lora, full)",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+LOADED_SUBJECTS = Gauge("likeness_inference_loaded_subjects", "Subject models in memory")
+MEMORY_BYTES = Gauge(
+    "likeness_inference_memory_bytes", "Bytes of model weights in memory, by kind (base, subjects)", ["kind"]
+)
+QUEUE_DEPTH = Gauge("likeness_inference_queue_depth", "Requests waiting for a batch")

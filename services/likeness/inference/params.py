@@ -1,0 +1,218 @@
+"""Validation of generation requests: ranges, defaults, `{subject}` expansion and prompt truncation.
+
+Everything here is pure (no models, no storage): the engine resolves the subject and base model first and passes
+what validation needs (the subject's identifier and class noun, the base model's size bounds, its tokenizer).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from likeness.errors import InvalidArgument
+from likeness.models.loading import ArchInfo
+
+MIN_IMAGES, MAX_IMAGES = 1, 8
+MIN_STEPS, MAX_STEPS = 1, 150
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
+MIN_LORA_SCALE, MAX_LORA_SCALE = 0.0, 2.0
+DEFAULT_STEPS = 30
+DEFAULT_LORA_SCALE = 1.0
+# SDXL is tuned for lower guidance than SD 1.x/2.x (its model cards and diffusers' examples use 5).
+DEFAULT_GUIDANCE = {"sd15": 7.5, "sd2": 7.5, "sdxl": 5.0}
+MAX_PREVIEW_EVERY = 1000
+# Seeds are 64-bit; image i uses seed + i, so leave room for 8 images below 2**63.
+MAX_SEED = 2**63 - 1 - MAX_IMAGES
+RANDOM_SEED_LIMIT = 2**32 - 1
+SUBJECT_PLACEHOLDER = "{subject}"
+SCHEDULERS = ("default", "ddim", "euler", "euler_ancestral", "dpm_solver_multistep", "uni_pc", "ddpm")
+_WORD_BOUNDARY = re.compile(r"\S+\s*")
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """A generation request as the client sent it; None means "not set" (the base model's default applies)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    num_images: int = 0
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    scheduler: str = "default"
+    seed: int | None = None
+    lora_scale: float | None = None
+    output_format: str = "png"
+    preview_every_n_steps: int = 0
+    subject_model_id: str = ""
+    base_model: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """A validated request with every default filled in; `prompt` is the effective (expanded, truncated) one."""
+
+    prompt: str
+    negative_prompt: str
+    num_images: int
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    seed: int
+    lora_scale: float
+    output_format: str
+    preview_every_n_steps: int
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + index for index in range(self.num_images)]
+
+
+@dataclass(frozen=True)
+class SubjectNames:
+    """How prompts name a subject: "{subject}" expands to "<identifier> <class noun>"."""
+
+    identifier: str
+    class_noun: str
+
+    @property
+    def phrase(self) -> str:
+        return f"{self.identifier} {self.class_noun}"
+
+
+def _check_range(value: float, low: float, high: float, field: str, what: str) -> None:
+    if not low <= value <= high:
+        raise InvalidArgument(f"must be between {low:g} and {high:g} {what}, got {value:g}", field=field)
+
+
+def check_size(value: int, info: ArchInfo, field: str, base_model: str) -> int:
+    """A width or height: a multiple of the architecture's factor within its bounds."""
+    if value % info.resolution_multiple != 0:
+        raise InvalidArgument(f"must be a multiple of {info.resolution_multiple}, got {value}", field=field)
+    if not info.min_resolution <= value <= info.max_resolution:
+        raise InvalidArgument(
+            f"must be between {info.min_resolution} and {info.max_resolution} pixels for base model "
+            f"{base_model!r}, got {value}",
+            field=field,
+        )
+    return value
+
+
+def expand_prompt(prompt: str, subject: SubjectNames | None) -> tuple[str, list[str]]:
+    """Replace "{subject}" with "<identifier> <class noun>"; returns the prompt and warnings to stream."""
+    if not prompt.strip():
+        raise InvalidArgument(
+            "must not be empty; describe the image, e.g. 'a photo of {subject} on a beach'", field="prompt"
+        )
+    if subject is None:
+        if SUBJECT_PLACEHOLDER in prompt:
+            raise InvalidArgument(
+                "uses {subject} but no subject_model_id was given; name a subject model or remove the placeholder",
+                field="prompt",
+            )
+        return prompt, []
+    expanded = prompt.replace(SUBJECT_PLACEHOLDER, subject.phrase)
+    warnings = []
+    if not re.search(rf"(?<!\w){re.escape(subject.identifier)}(?!\w)", expanded, flags=re.IGNORECASE):
+        warnings.append(
+            f"the prompt does not mention the subject's identifier {subject.identifier!r}, so the subject may not "
+            f"appear; write {SUBJECT_PLACEHOLDER} or {subject.identifier!r} where it belongs"
+        )
+    return expanded, warnings
+
+
+def truncate_prompt(prompt: str, count_tokens: Callable[[str], int], max_tokens: int) -> tuple[str, bool]:
+    """The longest prefix of whole words whose token count (start and end tokens included) fits `max_tokens`.
+
+    Cutting at word boundaries keeps the effective prompt a readable prefix of what the client wrote, which the
+    stream reports back. Returns (prompt, was_truncated).
+    """
+    if count_tokens(prompt) <= max_tokens:
+        return prompt, False
+    words: Sequence[str] = _WORD_BOUNDARY.findall(prompt.lstrip())
+    low, high = 0, len(words)
+    # Binary search on the number of words: token counts grow monotonically with the prefix.
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_tokens("".join(words[:middle])) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return "".join(words[:low]).rstrip(), True
+
+
+def validate(
+    spec: GenerationSpec,
+    *,
+    arch: str,
+    info: ArchInfo,
+    base_model: str,
+    subject: SubjectNames | None,
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    rng: random.Random | None = None,
+) -> tuple[GenerationParams, list[str]]:
+    """Check every field (InvalidArgument naming the field), fill defaults, expand and truncate the prompts.
+
+    Returns the parameters and the warnings to stream (truncation, a prompt missing the subject).
+    """
+    num_images = spec.num_images or MIN_IMAGES
+    _check_range(num_images, MIN_IMAGES, MAX_IMAGES, "num_images", "images")
+    steps = DEFAULT_STEPS if spec.num_inference_steps is None else spec.num_inference_steps
+    _check_range(steps, MIN_STEPS, MAX_STEPS, "parameters.num_inference_steps", "steps")
+    guidance = DEFAULT_GUIDANCE.get(arch, 7.5) if spec.guidance_scale is None else float(spec.guidance_scale)
+    if guidance != guidance:  # NaN
+        raise InvalidArgument("must be a number", field="parameters.guidance_scale")
+    _check_range(guidance, MIN_GUIDANCE, MAX_GUIDANCE, "parameters.guidance_scale", "")
+    lora_scale = DEFAULT_LORA_SCALE if spec.lora_scale is None else float(spec.lora_scale)
+    if lora_scale != lora_scale:
+        raise InvalidArgument("must be a number", field="parameters.lora_scale")
+    _check_range(lora_scale, MIN_LORA_SCALE, MAX_LORA_SCALE, "parameters.lora_scale", "")
+    width = check_size(
+        info.default_resolution if spec.width is None else spec.width, info, "parameters.width", base_model
+    )
+    height = check_size(
+        info.default_resolution if spec.height is None else spec.height, info, "parameters.height", base_model
+    )
+    if spec.scheduler not in SCHEDULERS:
+        raise InvalidArgument(f"unknown scheduler {spec.scheduler!r}", field="parameters.scheduler")
+    if spec.output_format not in ("png", "jpeg", "webp"):
+        raise InvalidArgument(f"unknown format {spec.output_format!r}", field="output_format")
+    _check_range(spec.preview_every_n_steps, 0, MAX_PREVIEW_EVERY, "preview_every_n_steps", "steps (0 disables)")
+    if spec.seed is None:
+        seed = (rng or random.SystemRandom()).randint(0, RANDOM_SEED_LIMIT)
+    else:
+        seed = spec.seed
+        if not 0 <= seed <= MAX_SEED:
+            raise InvalidArgument(f"must be between 0 and {MAX_SEED}, got {seed}", field="parameters.seed")
+
+    prompt, warnings = expand_prompt(spec.prompt, subject)
+    prompt, truncated = truncate_prompt(prompt, count_tokens, max_tokens)
+    if truncated:
+        warnings.append(f"the prompt is longer than the text encoder's {max_tokens} tokens and was cut to: {prompt!r}")
+    negative = spec.negative_prompt.replace(SUBJECT_PLACEHOLDER, subject.phrase) if subject else spec.negative_prompt
+    negative, negative_truncated = truncate_prompt(negative, count_tokens, max_tokens)
+    if negative_truncated:
+        warnings.append(
+            f"the negative prompt is longer than the text encoder's {max_tokens} tokens and was cut to: {negative!r}"
+        )
+    params = GenerationParams(
+        prompt=prompt,
+        negative_prompt=negative,
+        num_images=int(num_images),
+        steps=int(steps),
+        guidance_scale=guidance,
+        width=width,
+        height=height,
+        scheduler=spec.scheduler,
+        seed=int(seed),
+        lora_scale=lora_scale,
+        output_format=spec.output_format,
+        preview_every_n_steps=int(spec.preview_every_n_steps),
+    )
+    return params, warnings

@@ -1,0 +1,214 @@
+"""Runs one batch of compatible requests through a diffusers pipeline.
+
+All images of the batch are denoised in one pipeline call: prompts, negative prompts and generators are lists
+with one entry per image. Image i of a request uses its own CPU `torch.Generator` seeded with `seed + i`, so an
+image's pixels do not depend on which other requests shared its batch (up to floating-point rounding of batched
+matrix products, at most one 8-bit level).
+
+Per step, `callback_on_step_end` streams progress (and previews) to each request and checks for cancellation and
+deadlines: when no request of the batch is still wanted it sets the pipeline's `_interrupt` flag, so diffusers
+skips every remaining step. A request cancelled while others in its batch continue stops receiving events at once
+and its images are never decoded; its denoising shares the batch's UNet calls, so it costs nothing extra.
+
+The pipeline returns latents (`output_type="latent"`); each image is then VAE-decoded on its own and handed to the
+encoder thread, so the client receives image 0 while image 1 is still decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+from PIL import Image
+
+from likeness import __version__
+from likeness.errors import DeadlineExceeded
+from likeness.inference import metrics
+from likeness.inference.encoding import ImageMetadata, encode_image, sampler_name
+from likeness.inference.jobs import GenerationJob, ImageEvent, ProgressEvent, SummaryEvent
+from likeness.inference.previews import decode_latents, upcast_for_decoding
+from likeness.inference.repository import BaseModel, ModelRepository, SubjectEntry
+
+SCHEDULER_CLASSES: dict[str, Any] = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_ancestral": EulerAncestralDiscreteScheduler,
+    "dpm_solver_multistep": DPMSolverMultistepScheduler,
+    "uni_pc": UniPCMultistepScheduler,
+    "ddpm": DDPMScheduler,
+}
+
+
+def scheduler_for(base: BaseModel, name: str) -> Any:
+    """The base model's scheduler of kind `name` ("default": its own), built once from its config and reused.
+
+    Reuse is safe: `set_timesteps` resets a scheduler's state and one batch at a time runs per base model.
+    """
+    scheduler = base.schedulers.get(name)
+    if scheduler is None:
+        if not base.schedulers:
+            base.schedulers["default"] = base.pipeline.scheduler
+        scheduler = base.schedulers.get(name)
+        if scheduler is None:
+            scheduler = SCHEDULER_CLASSES[name].from_config(base.schedulers["default"].config)
+            base.schedulers[name] = scheduler
+    return scheduler
+
+
+class _StepCallback:
+    """`callback_on_step_end`: progress, previews, cancellation and deadlines for every request of the batch."""
+
+    def __init__(self, base: BaseModel, jobs: list[GenerationJob], offsets: list[int]) -> None:
+        self.base = base
+        self.jobs = jobs
+        self.offsets = offsets
+
+    def __call__(self, pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        latents = tensors["latents"]
+        total = int(getattr(pipeline, "_num_timesteps", 0) or 0)
+        step = step_index + 1
+        still_wanted = 0
+        for job, offset in zip(self.jobs, self.offsets, strict=True):
+            if not job.active:
+                continue
+            if job.expired:
+                job.fail(DeadlineExceeded(f"the deadline passed at step {step} of {total}; allow more time"))
+                metrics.REQUESTS.labels("deadline_exceeded").inc()
+                continue
+            still_wanted += 1
+            every = job.params.preview_every_n_steps
+            preview = None
+            if every and (step % every == 0 or step == total):
+                preview = self.base.previewer.render(latents[offset])
+            job.emit(ProgressEvent(step, total, preview))
+        if still_wanted == 0:
+            # diffusers checks this flag at the top of each step and skips the rest.
+            pipeline._interrupt = True
+        return {}
+
+
+def run_batch(
+    repository: ModelRepository,
+    base: BaseModel,
+    subject: SubjectEntry | None,
+    jobs: list[GenerationJob],
+    encoder: Executor,
+) -> None:
+    """Denoise, decode and hand every image of `jobs` to `encoder` (which encodes, streams and summarises)."""
+    head = jobs[0].params
+    prompts: list[str] = []
+    negatives: list[str] = []
+    generators: list[torch.Generator] = []
+    offsets: list[int] = []
+    for job in jobs:
+        offsets.append(len(prompts))
+        for seed in job.params.seeds:
+            prompts.append(job.params.prompt)
+            negatives.append(job.params.negative_prompt)
+            generators.append(torch.Generator(device="cpu").manual_seed(seed))
+    started = time.perf_counter()
+    for job in jobs:
+        job.started_at = started
+        job.batch_size = len(jobs)
+        metrics.QUEUE_WAIT_SECONDS.labels(base.id).observe(started - job.accepted_at)
+
+    with base.lock:
+        pipeline = repository.activate(base, subject, head.lora_scale)
+        pipeline.scheduler = scheduler_for(base, head.scheduler)
+        sampler = sampler_name(type(pipeline.scheduler).__name__)
+        # no_grad, not inference_mode: the VAE upcast below must not turn its weights into inference tensors.
+        with torch.no_grad():
+            latents = pipeline(
+                prompt=prompts,
+                # None (not [""] * n) lets SDXL use its zeroed negative embedding, as diffusers does by default.
+                negative_prompt=negatives if any(negatives) else None,
+                num_inference_steps=head.steps,
+                guidance_scale=head.guidance_scale,
+                width=head.width,
+                height=head.height,
+                generator=generators,
+                output_type="latent",
+                callback_on_step_end=_StepCallback(base, jobs, offsets),
+                callback_on_step_end_tensor_inputs=["latents"],
+                return_dict=False,
+            )[0]
+            denoised = time.perf_counter()
+            denoise_seconds = denoised - started
+            if not getattr(pipeline, "_interrupt", False):
+                metrics.STEPS_PER_SECOND.labels(base.id).observe(head.steps / max(denoise_seconds, 1e-9))
+            metrics.BATCH_REQUESTS.observe(len(jobs))
+            metrics.BATCH_IMAGES.observe(len(prompts))
+            with upcast_for_decoding(pipeline.vae):
+                for job, offset in zip(jobs, offsets, strict=True):
+                    job.denoise_seconds = denoise_seconds
+                    if not job.active:
+                        continue
+                    for index in range(job.params.num_images):
+                        if not job.active:
+                            break
+                        decode_started = time.perf_counter()
+                        image = decode_latents(pipeline.vae, latents[offset + index : offset + index + 1])
+                        pil = pipeline.image_processor.postprocess(image, output_type="pil")[0]
+                        job.decode_seconds += time.perf_counter() - decode_started
+                        encoder.submit(_encode_and_send, job, index, pil, _metadata(job, index, sampler))
+                    encoder.submit(_summarise, job)
+
+
+def _metadata(job: GenerationJob, index: int, sampler: str) -> ImageMetadata:
+    p = job.params
+    return ImageMetadata(
+        prompt=p.prompt,
+        negative_prompt=p.negative_prompt,
+        steps=p.steps,
+        sampler=sampler,
+        guidance_scale=p.guidance_scale,
+        seed=p.seed + index,
+        width=p.width,
+        height=p.height,
+        base_model=job.base_model,
+        subject_model_id=job.subject_model_id,
+        lora_scale=p.lora_scale if job.lora_scale_applies else None,
+        extra={"Version": f"likeness {__version__}"},
+    )
+
+
+def _encode_and_send(job: GenerationJob, index: int, image: Image.Image, metadata: ImageMetadata) -> None:
+    """Encoder thread: encode one image and stream it (skipped when the request went away meanwhile)."""
+    if not job.active:
+        return
+    started = time.perf_counter()
+    data = encode_image(image, job.params.output_format, metadata)
+    job.decode_seconds += time.perf_counter() - started
+    job.emit(ImageEvent(index, data, metadata.seed, job.params.output_format, image.width, image.height))
+    metrics.IMAGES.labels(job.base_model).inc()
+
+
+def _summarise(job: GenerationJob) -> None:
+    """Encoder thread, after the job's images: the summary ends the stream."""
+    if not job.active:
+        return
+    finished = time.perf_counter()
+    metrics.GENERATION_SECONDS.labels(job.base_model).observe(finished - job.accepted_at)
+    metrics.REQUESTS.labels("ok").inc()
+    job.complete(
+        SummaryEvent(
+            num_images=job.params.num_images,
+            seeds=job.params.seeds,
+            queue_ms=(job.started_at - job.accepted_at) * 1000,
+            load_ms=job.load_seconds * 1000,
+            denoise_ms=job.denoise_seconds * 1000,
+            decode_ms=job.decode_seconds * 1000,
+            total_ms=(finished - job.accepted_at) * 1000,
+            batch_size=job.batch_size,
+        )
+    )

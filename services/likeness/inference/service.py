@@ -1,0 +1,109 @@
+"""`InferenceComponent`: the inference service as the shared server bootstrap runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+
+import grpc
+
+from likeness.inference.engine import InferenceEngine
+from likeness.inference.repository import ModelRepository
+from likeness.inference.servicer import InferenceServicer
+from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from likeness.models.catalog import BaseModelCatalog
+from likeness.runtime import inference_dtype, resolve_device
+from likeness.server.settings import Settings
+from likeness.storage.base import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "likeness.inference.v1.InferenceService"
+# Images travel in chunks well below gRPC's message limit; 1 MiB keeps per-message memory small.
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+# Room for the other fields of an ImageChunk message and protobuf framing.
+_MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+def chunk_bytes_for(settings: Settings) -> int:
+    """Largest chunk that fits the configured message limit, at most 1 MiB."""
+    return max(1024, min(DEFAULT_CHUNK_BYTES, settings.max_message_mb * 1024 * 1024 - _MESSAGE_OVERHEAD_BYTES))
+
+
+def _quiet_library_logs() -> None:
+    # Per-load chatter that says nothing to an operator: "No LoRA keys associated to CLIPTextModel" for UNet-only
+    # LoRAs, and peft's notice that a model now holds several adapters, which is exactly the design.
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+    # diffusers 0.42 renamed `torch_dtype` to `dtype`; older supported versions know only `torch_dtype`.
+    warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
+
+
+class InferenceComponent:
+    """Generates images of subjects; see docs/inference.md.
+
+    `storage`, `catalog`, `subject_cache_bytes` and `chunk_bytes` override what `settings` would give (tests
+    and benchmarks use them for small budgets and chunks).
+    """
+
+    name = "inference"
+    service_names = (SERVICE_NAME,)
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: Storage | None = None,
+        catalog: BaseModelCatalog | None = None,
+        subject_cache_bytes: int | None = None,
+        chunk_bytes: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self._storage = storage
+        self._catalog = catalog
+        self._subject_cache_bytes = subject_cache_bytes or settings.subject_cache_mb * 1024 * 1024
+        self.chunk_bytes = chunk_bytes or chunk_bytes_for(settings)
+        self.engine: InferenceEngine | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(lambda: self.engine, self.chunk_bytes), server)
+
+    async def start(self) -> None:
+        self.engine = await asyncio.to_thread(self._build)
+        self.engine.start()
+
+    def _build(self) -> InferenceEngine:
+        _quiet_library_logs()
+        settings = self.settings
+        storage = self._storage or open_storage(settings.storage_url, cache_dir=settings.cache_path / "storage")
+        catalog = self._catalog or BaseModelCatalog(settings.base_models, cache_dir=settings.cache_path / "base-models")
+        device = resolve_device(settings.device)
+        repository = ModelRepository(
+            storage,
+            catalog,
+            device=device,
+            dtype=inference_dtype(device),
+            subject_budget_bytes=self._subject_cache_bytes,
+        )
+        engine = InferenceEngine(
+            repository,
+            default_base_model=settings.default_base_model,
+            queue_capacity=settings.inference_queue_capacity,
+            batch_window_s=settings.batch_window_ms / 1000,
+            max_batch_images=settings.max_batch_images,
+        )
+        preload = [name.strip() for name in settings.preload_base_models.split(",") if name.strip()]
+        if "*" in preload:
+            preload = catalog.ids()
+        for base_id in preload:
+            repository.base(base_id)
+        log.info("inference ready", extra={"device": str(device), "preloaded": ",".join(preload)})
+        return engine
+
+    async def stop(self, grace_seconds: float) -> None:
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.stop, grace_seconds)

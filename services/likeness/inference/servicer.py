@@ -1,0 +1,297 @@
+"""gRPC servicer of `likeness.inference.v1.InferenceService`: protobuf <-> domain only.
+
+Domain errors propagate to the shared interceptor, which maps them to status codes. Blocking domain calls (storage
+reads, model loads) run in worker threads so the event loop keeps serving other streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from likeness.errors import InvalidArgument, Unavailable
+from likeness.inference.encoding import iter_chunk_fields
+from likeness.inference.engine import InferenceEngine
+from likeness.inference.jobs import (
+    AcceptedEvent,
+    EventSink,
+    FailedEvent,
+    ImageEvent,
+    ProgressEvent,
+    SummaryEvent,
+    WarningEvent,
+)
+from likeness.inference.params import GenerationSpec
+from likeness.inference.repository import FAILED, LOADED, LOADING, NOT_LOADED, BaseStatus, SubjectStatus
+from likeness.inference.v1 import inference_service_pb2 as pb
+from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from likeness.server.context import current_request_id, current_tenant
+from likeness.storage.layout import model_prefix
+from likeness.storage.manifest import parse_rfc3339
+from likeness.type.v1 import types_pb2
+
+SCHEDULER_NAMES = {
+    types_pb2.SCHEDULER_UNSPECIFIED: "default",
+    types_pb2.SCHEDULER_DDIM: "ddim",
+    types_pb2.SCHEDULER_EULER: "euler",
+    types_pb2.SCHEDULER_EULER_ANCESTRAL: "euler_ancestral",
+    types_pb2.SCHEDULER_DPM_SOLVER_MULTISTEP: "dpm_solver_multistep",
+    types_pb2.SCHEDULER_UNI_PC: "uni_pc",
+    types_pb2.SCHEDULER_DDPM: "ddpm",
+}
+FORMAT_NAMES = {
+    types_pb2.IMAGE_FORMAT_UNSPECIFIED: "png",
+    types_pb2.IMAGE_FORMAT_PNG: "png",
+    types_pb2.IMAGE_FORMAT_JPEG: "jpeg",
+    types_pb2.IMAGE_FORMAT_WEBP: "webp",
+}
+FORMAT_ENUMS = {
+    "png": types_pb2.IMAGE_FORMAT_PNG,
+    "jpeg": types_pb2.IMAGE_FORMAT_JPEG,
+    "webp": types_pb2.IMAGE_FORMAT_WEBP,
+}
+LOAD_STATES = {
+    NOT_LOADED: pb.LOAD_STATE_NOT_LOADED,
+    LOADING: pb.LOAD_STATE_LOADING,
+    LOADED: pb.LOAD_STATE_LOADED,
+    FAILED: pb.LOAD_STATE_FAILED,
+}
+METHODS = {"lora": types_pb2.TRAINING_METHOD_LORA, "full": types_pb2.TRAINING_METHOD_FULL}
+
+
+def spec_from_request(request: pb.GenerateImagesRequest) -> GenerationSpec:
+    """The domain view of a request; unset optional fields stay None."""
+    p = request.parameters
+    if p.scheduler not in SCHEDULER_NAMES:
+        raise InvalidArgument(f"unknown scheduler value {p.scheduler}", field="parameters.scheduler")
+    if request.output_format not in FORMAT_NAMES:
+        raise InvalidArgument(f"unknown image format value {request.output_format}", field="output_format")
+    return GenerationSpec(
+        prompt=request.prompt,
+        negative_prompt=p.negative_prompt,
+        num_images=request.num_images,
+        num_inference_steps=p.num_inference_steps if p.HasField("num_inference_steps") else None,
+        guidance_scale=p.guidance_scale if p.HasField("guidance_scale") else None,
+        width=p.width if p.HasField("width") else None,
+        height=p.height if p.HasField("height") else None,
+        scheduler=SCHEDULER_NAMES[p.scheduler],
+        seed=p.seed if p.HasField("seed") else None,
+        lora_scale=p.lora_scale if p.HasField("lora_scale") else None,
+        output_format=FORMAT_NAMES[request.output_format],
+        preview_every_n_steps=request.preview_every_n_steps,
+        subject_model_id=request.subject_model_id,
+        base_model=request.base_model,
+    )
+
+
+def subject_status_proto(status: SubjectStatus, tenant: str) -> pb.SubjectModelStatus:
+    model = types_pb2.SubjectModel(model_id=status.model_id, size_bytes=status.size_bytes)
+    manifest = status.manifest
+    if manifest is not None:
+        model.identifier = manifest.identifier
+        model.class_noun = manifest.class_noun
+        model.base_model = manifest.base_model
+        model.method = METHODS.get(manifest.method, types_pb2.TRAINING_METHOD_UNSPECIFIED)
+        model.lora_rank = manifest.lora_rank or 0
+        created = Timestamp()
+        created.FromDatetime(parse_rfc3339(manifest.created_at))
+        model.create_time.CopyFrom(created)
+        for name, value in manifest.metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                model.metrics[name] = float(value)
+        job_id = manifest.training_config.get("job_id")
+        model.job_id = job_id if isinstance(job_id, str) else ""
+        prefix = model_prefix(tenant, status.model_id)
+        model.sample_image_keys.extend(f"{prefix}/{path}" for path in manifest.sample_images)
+    return pb.SubjectModelStatus(
+        model=model,
+        state=LOAD_STATES[status.state],
+        failure_reason=status.failure_reason,
+        memory_bytes=status.memory_bytes,
+    )
+
+
+def base_status_proto(status: BaseStatus) -> pb.BaseModelStatus:
+    return pb.BaseModelStatus(
+        base_model=status.id,
+        arch=status.arch,
+        state=LOAD_STATES[status.state],
+        default_resolution=status.default_resolution,
+        memory_bytes=status.memory_bytes,
+    )
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    """Translates RPCs to the engine returned by `engine_provider` (Unavailable until the service started)."""
+
+    def __init__(self, engine_provider: Callable[[], InferenceEngine | None], chunk_bytes: int) -> None:
+        self._engine_provider = engine_provider
+        self._chunk_bytes = chunk_bytes
+
+    def _engine(self) -> InferenceEngine:
+        engine = self._engine_provider()
+        if engine is None:
+            raise Unavailable("the inference service is starting; retry in a moment")
+        return engine
+
+    async def GenerateImages(
+        self, request: pb.GenerateImagesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateImagesResponse]:
+        engine = self._engine()
+        spec = spec_from_request(request)
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        sink = EventSink(asyncio.get_running_loop())
+        admission = asyncio.ensure_future(
+            asyncio.to_thread(
+                engine.admit,
+                spec,
+                tenant=current_tenant(),
+                request_id=current_request_id(),
+                sink=sink,
+                deadline=deadline,
+            )
+        )
+        try:
+            job = await asyncio.shield(admission)
+        except asyncio.CancelledError:
+            # The client left while admission ran in its thread: cancel the job as soon as it exists.
+            admission.add_done_callback(lambda done: _cancel_admitted(engine, done))
+            raise
+        try:
+            async for event in sink.events():
+                if isinstance(event, FailedEvent):
+                    raise event.error
+                if isinstance(event, ImageEvent):
+                    for response in self._image_chunks(event):
+                        yield response
+                else:
+                    yield _event_response(event)
+        finally:
+            # Reached on normal end, on failure, and when the client cancels or disconnects (the task is
+            # cancelled and the generator closed): the worker stops this request at its next step.
+            engine.cancel(job)
+
+    def _image_chunks(self, event: ImageEvent) -> list[pb.GenerateImagesResponse]:
+        image_format = FORMAT_ENUMS[event.image_format]
+        return [
+            pb.GenerateImagesResponse(
+                image_chunk=pb.ImageChunk(
+                    image_index=event.index,
+                    chunk_index=chunk_index,
+                    last=last,
+                    data=data,
+                    seed=event.seed,
+                    format=image_format,
+                    width=event.width,
+                    height=event.height,
+                )
+            )
+            for chunk_index, last, data in iter_chunk_fields(event.data, self._chunk_bytes)
+        ]
+
+    async def ListSubjectModels(
+        self, request: pb.ListSubjectModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSubjectModelsResponse:
+        tenant = current_tenant()
+        statuses = await asyncio.to_thread(
+            self._engine().repository.list_subjects,
+            tenant,
+            base_model=request.base_model,
+            loaded_only=request.loaded_only,
+        )
+        return pb.ListSubjectModelsResponse(models=[subject_status_proto(s, tenant) for s in statuses])
+
+    async def GetSubjectModel(
+        self, request: pb.GetSubjectModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSubjectModelResponse:
+        tenant = current_tenant()
+        model_id = _required_id(request.model_id)
+        status = await asyncio.to_thread(self._engine().repository.subject_status, tenant, model_id)
+        return pb.GetSubjectModelResponse(model=subject_status_proto(status, tenant))
+
+    async def LoadSubjectModel(
+        self, request: pb.LoadSubjectModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadSubjectModelResponse:
+        tenant = current_tenant()
+        model_id = _required_id(request.model_id)
+        status = await asyncio.to_thread(self._engine().repository.load_subject, tenant, model_id)
+        return pb.LoadSubjectModelResponse(model=subject_status_proto(status, tenant))
+
+    async def UnloadSubjectModel(
+        self, request: pb.UnloadSubjectModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadSubjectModelResponse:
+        tenant = current_tenant()
+        model_id = _required_id(request.model_id)
+        status = await asyncio.to_thread(self._engine().repository.unload_subject, tenant, model_id)
+        return pb.UnloadSubjectModelResponse(model=subject_status_proto(status, tenant))
+
+    async def GetServerStatus(
+        self, request: pb.GetServerStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetServerStatusResponse:
+        tenant = current_tenant()
+        status = await asyncio.to_thread(self._engine().status)
+        return pb.GetServerStatusResponse(
+            base_models=[base_status_proto(b) for b in status.base_models],
+            loaded_subjects=[subject_status_proto(s, tenant) for s in status.loaded_subjects],
+            subject_cache_budget_bytes=status.subject_cache_budget_bytes,
+            subject_cache_used_bytes=status.subject_cache_used_bytes,
+            queue_depth=status.queue_depth,
+            queue_capacity=status.queue_capacity,
+            device=status.device,
+        )
+
+
+def _cancel_admitted(engine: InferenceEngine, admission: asyncio.Future) -> None:
+    if not admission.cancelled() and admission.exception() is None:
+        engine.cancel(admission.result())
+
+
+def _required_id(model_id: str) -> str:
+    if not model_id:
+        raise InvalidArgument("must name a subject model; ListSubjectModels shows them", field="model_id")
+    return model_id
+
+
+def _event_response(event: object) -> pb.GenerateImagesResponse:
+    if isinstance(event, AcceptedEvent):
+        return pb.GenerateImagesResponse(
+            accepted=pb.Accepted(
+                request_id=event.request_id,
+                queue_position=event.queue_position,
+                effective_prompt=event.effective_prompt,
+            )
+        )
+    if isinstance(event, ProgressEvent):
+        progress = pb.Progress(step=event.step, total_steps=event.total_steps)
+        if event.preview is not None:
+            progress.preview.CopyFrom(
+                types_pb2.EncodedImage(
+                    format=types_pb2.IMAGE_FORMAT_JPEG,
+                    data=event.preview.data,
+                    width=event.preview.width,
+                    height=event.preview.height,
+                    name="preview",
+                )
+            )
+        return pb.GenerateImagesResponse(progress=progress)
+    if isinstance(event, WarningEvent):
+        return pb.GenerateImagesResponse(warning=pb.Warning(message=event.message))
+    if isinstance(event, SummaryEvent):
+        return pb.GenerateImagesResponse(
+            summary=pb.Summary(
+                num_images=event.num_images,
+                seeds=event.seeds,
+                queue_ms=event.queue_ms,
+                load_ms=event.load_ms,
+                denoise_ms=event.denoise_ms,
+                decode_ms=event.decode_ms,
+                total_ms=event.total_ms,
+                batch_size=event.batch_size,
+            )
+        )
+    raise TypeError(f"unexpected event {type(event).__name__}")

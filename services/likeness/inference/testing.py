@@ -1,0 +1,226 @@
+"""Publishing subject models the way the trainer does, for tests, benchmarks and demos without training.
+
+A LoRA subject is a peft LoRA on the tiny base UNet with random, non-zero up-projections (so it visibly changes
+the output), saved with the pipeline's `save_lora_weights` in diffusers format. A full fine-tune is a UNet of the
+same configuration with other random weights, saved with `save_pretrained`. Both are published atomically under
+`tenants/{tenant}/models/{model_id}/` with a `SubjectModelManifest`.
+
+`BackgroundInferenceServer` runs the service on a real gRPC server in a background thread for synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import grpc
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+from likeness.inference.engine import InferenceEngine
+from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
+from likeness.models.tiny import create_tiny_pipeline
+from likeness.server.settings import Settings
+from likeness.storage.base import Storage
+from likeness.storage.layout import DEFAULT_TENANT, model_prefix, new_id
+from likeness.storage.manifest import SubjectModelManifest, utc_now_rfc3339
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+@lru_cache(maxsize=4)
+def _tiny_unet(arch: str) -> UNet2DConditionModel:
+    return create_tiny_pipeline(arch).unet
+
+
+def _manifest(
+    model_id: str, tenant: str, base_model: str, arch: str, method: str, weights: list[str], **fields: object
+) -> SubjectModelManifest:
+    return SubjectModelManifest(
+        model_id=model_id,
+        tenant=tenant,
+        identifier=str(fields.get("identifier", "sks")),
+        class_noun=str(fields.get("class_noun", "dog")),
+        base_model=base_model,
+        arch=arch,
+        method=method,
+        training_config={"job_id": f"job-for-{model_id}"},
+        metrics={"final_loss": 0.1},
+        created_at=utc_now_rfc3339(),
+        sample_images=[],
+        weights=weights,
+        lora_rank=fields.get("lora_rank"),  # type: ignore[arg-type]
+    )
+
+
+def _publish(storage: Storage, folder: Path, manifest: SubjectModelManifest) -> SubjectModelManifest:
+    (folder / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    storage.publish_dir(folder, model_prefix(manifest.tenant, manifest.model_id))
+    return manifest
+
+
+def publish_lora_subject(
+    storage: Storage,
+    *,
+    base_model: str = "tiny-sd15",
+    arch: str = "sd15",
+    tenant: str = DEFAULT_TENANT,
+    model_id: str | None = None,
+    rank: int = 4,
+    seed: int = 0,
+    identifier: str = "sks",
+    class_noun: str = "dog",
+) -> SubjectModelManifest:
+    """Publish a random LoRA subject for the tiny base of `arch` and return its manifest."""
+    model_id = model_id or new_id("model")
+    unet = copy.deepcopy(_tiny_unet(arch))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    layers = get_peft_model_state_dict(unet)
+    pipeline_class = StableDiffusionXLPipeline if arch == "sdxl" else StableDiffusionPipeline
+    with tempfile.TemporaryDirectory(prefix="likeness-subject-") as temp:
+        folder = Path(temp)
+        pipeline_class.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
+        manifest = _manifest(
+            model_id, tenant, base_model, arch, "lora", [LORA_FILE],
+            identifier=identifier, class_noun=class_noun, lora_rank=rank,
+        )  # fmt: skip
+        return _publish(storage, folder, manifest)
+
+
+def publish_full_subject(
+    storage: Storage,
+    *,
+    base_model: str = "tiny-sd15",
+    arch: str = "sd15",
+    tenant: str = DEFAULT_TENANT,
+    model_id: str | None = None,
+    seed: int = 11,
+    identifier: str = "sks",
+    class_noun: str = "dog",
+    text_encoders: bool = False,
+) -> SubjectModelManifest:
+    """Publish a full fine-tune (a UNet with other weights, and other text encoders if `text_encoders`) for the
+    tiny base of `arch`, laid out as the trainer writes it."""
+    model_id = model_id or new_id("model")
+    pipeline = create_tiny_pipeline(arch, seed=seed)
+    folders = ["unet"]
+    if text_encoders:
+        folders += ["text_encoder", "text_encoder_2"] if arch == "sdxl" else ["text_encoder"]
+    with tempfile.TemporaryDirectory(prefix="likeness-subject-") as temp:
+        folder = Path(temp)
+        for name in folders:
+            getattr(pipeline, name).save_pretrained(str(folder / name), safe_serialization=True)
+        weights = sorted(p.relative_to(folder).as_posix() for name in folders for p in (folder / name).rglob("*"))
+        manifest = _manifest(
+            model_id, tenant, base_model, arch, "full", weights, identifier=identifier, class_noun=class_noun
+        )
+        return _publish(storage, folder, manifest)
+
+
+def publish_corrupt_lora_subject(
+    storage: Storage, *, base_model: str = "tiny-sd15", arch: str = "sd15", tenant: str = DEFAULT_TENANT
+) -> SubjectModelManifest:
+    """Publish a LoRA subject whose weights file is garbage (a valid manifest over broken weights)."""
+    model_id = new_id("model")
+    with tempfile.TemporaryDirectory(prefix="likeness-subject-") as temp:
+        folder = Path(temp)
+        (folder / LORA_FILE).write_bytes(b"\x00\x01 not a safetensors file")
+        manifest = _manifest(model_id, tenant, base_model, arch, "lora", [LORA_FILE], lora_rank=4)
+        return _publish(storage, folder, manifest)
+
+
+class BackgroundInferenceServer:
+    """The inference component on a real gRPC server (full interceptor chain) in a background event loop, for
+    synchronous tests and benchmarks: `start()` returns once it serves; `stub` is a blocking client stub.
+
+    `settings` fields can be overridden by keyword (`batch_window_ms=0`, ...); `storage`, `catalog`,
+    `subject_cache_bytes` and `chunk_bytes` go to `InferenceComponent`.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        catalog: BaseModelCatalog,
+        *,
+        subject_cache_bytes: int | None = None,
+        chunk_bytes: int | None = None,
+        **settings_fields: object,
+    ) -> None:
+        from likeness.inference.service import InferenceComponent
+
+        fields: dict[str, object] = {"base_models": DEFAULT_CATALOG_SPEC, "device": "cpu", "storage_url": "unused"}
+        fields.update(settings_fields)
+        self.settings = Settings(**fields)  # type: ignore[arg-type]
+        self.storage = storage
+        self.component = InferenceComponent(
+            self.settings,
+            storage=storage,
+            catalog=catalog,
+            subject_cache_bytes=subject_cache_bytes,
+            chunk_bytes=chunk_bytes,
+        )
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="likeness-test-server", daemon=True)
+        self.address = ""
+
+    def _run(self) -> None:
+        from likeness.server.testing import serve_components
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with serve_components([self.component], self.settings) as running:
+                self.address = running.address
+                self._ready.set()
+                await self._stop.wait()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # re-raised by start()
+            self._error = exc
+            self._ready.set()
+
+    def start(self, timeout: float = 300) -> BackgroundInferenceServer:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the inference server did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.InferenceServiceStub(self.channel)
+        return self
+
+    @property
+    def engine(self) -> InferenceEngine:
+        engine = self.component.engine
+        assert engine is not None, "start() the server first"
+        return engine
+
+    def stop(self) -> None:
+        """Drain and stop the server (streams in flight may finish), then close the client channel."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self.channel.close()
+
+    def __enter__(self) -> BackgroundInferenceServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

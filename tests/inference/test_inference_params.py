@@ -1,0 +1,104 @@
+"""Request validation: ranges name their field, defaults, {subject} expansion, prompt truncation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from likeness.errors import InvalidArgument
+from likeness.inference.params import GenerationSpec, SubjectNames, truncate_prompt, validate
+from likeness.models.loading import arch_info
+from likeness.models.tokenizer import clip_tokenizer
+
+TOKENIZER = clip_tokenizer()
+SUBJECT = SubjectNames("sks", "dog")
+
+
+def count_tokens(text: str) -> int:
+    return len(TOKENIZER(text, truncation=False, verbose=False)["input_ids"])
+
+
+def check(spec: GenerationSpec, arch: str = "sd15", subject: SubjectNames | None = SUBJECT):
+    return validate(
+        spec,
+        arch=arch,
+        info=arch_info(arch, tiny=True),
+        base_model=f"tiny-{arch}",
+        subject=subject,
+        count_tokens=count_tokens,
+        max_tokens=77,
+        rng=random.Random(0),
+    )
+
+
+def test_defaults_fill_unset_fields_and_expand_the_subject() -> None:
+    params, warnings = check(GenerationSpec(prompt="a photo of {subject} on a beach"))
+    assert params.prompt == "a photo of sks dog on a beach"
+    assert (params.num_images, params.steps, params.width, params.height) == (1, 30, 64, 64)
+    assert params.guidance_scale == 7.5 and params.lora_scale == 1.0 and params.output_format == "png"
+    assert 0 <= params.seed < 2**32 and warnings == []
+    sdxl, _ = check(GenerationSpec(prompt="sks dog"), arch="sdxl")
+    assert sdxl.guidance_scale == 5.0
+
+
+def test_seeds_of_a_request_are_consecutive() -> None:
+    params, _ = check(GenerationSpec(prompt="sks dog", num_images=3, seed=41))
+    assert params.seeds == [41, 42, 43]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"num_images": 9}, "num_images"),
+        ({"num_images": -1}, "num_images"),
+        ({"num_inference_steps": 0}, "parameters.num_inference_steps"),
+        ({"num_inference_steps": 151}, "parameters.num_inference_steps"),
+        ({"guidance_scale": 31.0}, "parameters.guidance_scale"),
+        ({"guidance_scale": float("nan")}, "parameters.guidance_scale"),
+        ({"width": 60}, "parameters.width"),
+        ({"height": 1024}, "parameters.height"),
+        ({"width": 8}, "parameters.width"),
+        ({"lora_scale": 2.5}, "parameters.lora_scale"),
+        ({"seed": -1}, "parameters.seed"),
+        ({"scheduler": "heun"}, "parameters.scheduler"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"preview_every_n_steps": -2}, "preview_every_n_steps"),
+        ({"prompt": "   "}, "prompt"),
+    ],
+)
+def test_out_of_range_fields_are_invalid_arguments_naming_the_field(changes: dict, field: str) -> None:
+    spec = GenerationSpec(**{"prompt": "a photo of sks dog", **changes})
+    with pytest.raises(InvalidArgument) as caught:
+        check(spec)
+    assert caught.value.field == field
+    assert field in str(caught.value)
+
+
+def test_placeholder_without_subject_is_invalid() -> None:
+    with pytest.raises(InvalidArgument, match="subject_model_id"):
+        check(GenerationSpec(prompt="a photo of {subject}"), subject=None)
+
+
+def test_prompt_not_naming_the_subject_warns() -> None:
+    _, warnings = check(GenerationSpec(prompt="a photo of a dog"))
+    assert len(warnings) == 1 and "'sks'" in warnings[0]
+    _, none = check(GenerationSpec(prompt="a photo of SKS, the dog"))
+    assert none == []
+
+
+def test_long_prompts_are_truncated_at_a_word_boundary_with_a_warning() -> None:
+    long_prompt = "a photo of {subject} " + " ".join(f"detail{i}" for i in range(80))
+    params, warnings = check(GenerationSpec(prompt=long_prompt, negative_prompt="blurry " * 100))
+    assert count_tokens(params.prompt) <= 77
+    assert params.prompt.startswith("a photo of sks dog detail0")
+    assert long_prompt.replace("{subject}", "sks dog").startswith(params.prompt)
+    # Adding the next word would overflow: the cut is as late as possible.
+    next_word = long_prompt.replace("{subject}", "sks dog")[len(params.prompt) :].split()[0]
+    assert count_tokens(params.prompt + " " + next_word) > 77
+    assert count_tokens(params.negative_prompt) <= 77
+    assert len(warnings) == 2 and "cut to" in warnings[0] and "negative prompt" in warnings[1]
+
+
+def test_truncation_leaves_short_prompts_alone() -> None:
+    assert truncate_prompt("a photo", count_tokens, 77) == ("a photo", False)
