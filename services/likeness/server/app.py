@@ -95,8 +95,17 @@ async def start_server(
     await running.set_serving(False)
     await server.start()
     log.info("listening", extra={"port": port, "services": ",".join(c.name for c in components)})
-    for component in components:
-        await component.start()
+    started: list[ServiceComponent] = []
+    try:
+        for component in components:
+            await component.start()
+            started.append(component)
+    except BaseException:
+        # A component that cannot start (bad base model, unreachable storage) must not leave a half-open server.
+        await server.stop(0)
+        for component in reversed(started):
+            await component.stop(0)
+        raise
     await running.set_serving(True)
     log.info("serving")
     return running
