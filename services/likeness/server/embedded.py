@@ -16,7 +16,8 @@ class EmbeddedServer:
     """`with EmbeddedServer(settings, ["trainer", "inference", "gallery"]) as server: server.address`."""
 
     def __init__(self, settings: Settings, services: Sequence[str], *, grace_seconds: float = 10.0) -> None:
-        self.settings = dataclasses.replace(settings, host="127.0.0.1", port=settings.port or 0, metrics_port=0)
+        # An ephemeral port, so the demo or an eval never collides with a server already running here.
+        self.settings = dataclasses.replace(settings, host="127.0.0.1", port=0, metrics_port=0)
         self.services = list(services)
         self.grace_seconds = grace_seconds
         self._loop = asyncio.new_event_loop()

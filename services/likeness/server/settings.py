@@ -16,7 +16,9 @@ from typing import Any
 
 from likeness.errors import InvalidArgument
 
-DEFAULT_BASE_MODELS = "tiny-sd15=builtin:sd15,tiny-sdxl=builtin:sdxl"
+#: The built-in base models ship with the package, so the embedded default needs no download: `toy-sd15` is
+#: pretrained on a synthetic world (docs/personalization.md), the tiny ones are random-weight SD 1.x and SDXL.
+DEFAULT_BASE_MODELS = "toy-sd15=builtin:toy,tiny-sd15=builtin:sd15,tiny-sdxl=builtin:sdxl"
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Settings:
         default=DEFAULT_BASE_MODELS,
         metadata={"help": "base model catalog: id=source pairs, source a folder, .safetensors file or builtin:ARCH"},
     )
-    default_base_model: str = field(default="tiny-sd15", metadata={"help": "base model used when none is named"})
+    default_base_model: str = field(default="toy-sd15", metadata={"help": "base model used when none is named"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     # --- trainer ---
     trainer_queue_capacity: int = field(default=16, metadata={"help": "queued training jobs before refusing"})
