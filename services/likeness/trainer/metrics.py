@@ -1,0 +1,26 @@
+"""Prometheus metrics of the trainer (default registry, served by the bootstrap's /metrics endpoint)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOBS = Gauge("likeness_trainer_jobs", "Training jobs known to this trainer, by state", ["state"])
+QUEUE_DEPTH = Gauge("likeness_trainer_queue_depth", "Training jobs waiting in the queue")
+JOBS_FINISHED = Counter("likeness_trainer_jobs_finished_total", "Training jobs that ended, by final state", ["state"])
+STEPS = Counter("likeness_trainer_steps_total", "Optimisation steps trained", ["device"])
+STEP_SECONDS = Histogram(
+    "likeness_trainer_step_duration_seconds",
+    "Duration of one optimisation step (averaged over each progress report's window)",
+    ["device"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+LOSS = Gauge("likeness_trainer_loss", "Smoothed training loss of the job running on the device", ["device"])
+IMAGES_PER_SECOND = Gauge(
+    "likeness_trainer_images_per_second", "Training throughput of the job running on the device", ["device"]
+)
+CHECKPOINT_SECONDS = Histogram(
+    "likeness_trainer_checkpoint_write_seconds",
+    "Time to write one checkpoint to shared storage",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+)
+RUNNING_JOBS = Gauge("likeness_trainer_running_jobs", "Jobs currently training, per device", ["device"])

@@ -1,0 +1,60 @@
+"""`likeness train`: submit from a folder with a live progress bar, detach on Ctrl-C, reattach with --watch."""
+
+from __future__ import annotations
+
+from trainer_helpers import photos
+
+from likeness.cli.main import main
+from likeness.cli.train_cmd import format_duration, progress_line
+from likeness.client import LikenessClient
+from likeness.trainer.v1 import trainer_service_pb2 as pb
+
+
+def test_progress_line_shows_steps_loss_and_eta():
+    line = progress_line(
+        pb.TrainingProgress(step=120, total_steps=400, loss=0.1234, steps_per_second=3.2, eta_seconds=87)
+    )
+    assert "120/400" in line and "loss 0.1234" in line and "3.20 it/s" in line and "ETA 1m27s" in line
+    assert format_duration(3 * 3600 + 60) == "3h01m" and format_duration(5) == "5s"
+
+
+def test_train_from_a_folder_detach_with_ctrl_c_and_reattach(trainer, tmp_path, capsys, monkeypatch):
+    address = trainer[0].address
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in photos(3):
+        (folder / name).write_bytes(data)
+    original_watch = LikenessClient.watch_training_job
+
+    def interrupted_watch(self, job_id, after_sequence=0, **kwargs):
+        for event in original_watch(self, job_id, after_sequence, **kwargs):
+            yield event
+            if event.HasField("progress"):
+                raise KeyboardInterrupt  # what Ctrl-C raises in the CLI's main thread
+
+    monkeypatch.setattr(LikenessClient, "watch_training_job", interrupted_watch)
+    arguments = [
+        "train",
+        str(folder),
+        "--class-noun",
+        "dog",
+        "--base-model",
+        "tiny-sd15",
+        "--steps",
+        "4",
+        "--rank",
+        "4",
+    ]
+    assert main([*arguments, "--address", address]) == 0
+    out = capsys.readouterr().out
+    assert "dataset ds-" in out and "1/4" in out
+    job_id = out.split("job ", 1)[1].split()[0]
+    assert f"detached; job {job_id} keeps running. Reattach with: likeness train --watch {job_id}" in out
+
+    monkeypatch.setattr(LikenessClient, "watch_training_job", original_watch)
+    assert main(["train", "--watch", job_id, "--address", address]) == 0
+    out = capsys.readouterr().out
+    assert "4/4" in out and "subject model" in out and "ohwx dog" in out and "succeeded" in out
+    with LikenessClient(address) as client:
+        assert client.get_training_job(job_id).state == pb.JOB_STATE_SUCCEEDED
+    assert main(["train", str(folder), "--base-model", "tiny-sd15", "--address", address]) == 2  # no class noun
