@@ -37,7 +37,7 @@ def test_serve_all_lists_services_reports_health_and_drains_on_sigterm(server_fa
     server.wait_serving()
 
     listed = set(run_grpcurl(server.address, "list").split())
-    assert SERVICES <= listed, listed
+    assert listed >= SERVICES, listed
     for service in SERVICES:
         health = json.loads(
             run_grpcurl("-d", json.dumps({"service": service}), server.address, "grpc.health.v1.Health/Check")
