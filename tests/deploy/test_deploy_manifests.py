@@ -19,7 +19,6 @@ from deploy_helpers import (
     dockerfile_environment,
 )
 
-from likeness.errors import InvalidArgument
 from likeness.server.settings import Settings, load_settings
 
 #: Validated against the oldest Kubernetes the manifests support (native gRPC probes are GA since 1.27; 1.29 is
@@ -118,16 +117,17 @@ def service_link_variables(service: dict[str, Any]) -> dict[str, str]:
     return variables
 
 
-def test_service_links_would_stop_the_services(rendered):
-    """Why enableServiceLinks is false: the Services' names start with `likeness-`, so their link variables look
-    like settings, and the settings loader refuses unknown ones."""
+def test_service_link_variables_are_not_mistaken_for_settings(rendered):
+    """Services named `likeness-*` get link variables that look like settings; the loader must ignore them (the
+    pods also set enableServiceLinks: false, so nothing depends on it)."""
     objects = rendered("base")
     container = by_kind(objects, "Deployment")["likeness-gallery"]["spec"]["template"]["spec"]["containers"][0]
     environment = container_environment(container, objects)
-    load_settings(None, environ=environment)
-    with pytest.raises(InvalidArgument):
-        links = service_link_variables(by_kind(objects, "Service")["likeness-inference"])
-        load_settings(None, environ={**environment, **links})
+    links = service_link_variables(by_kind(objects, "Service")["likeness-inference"])
+    assert links
+    assert load_settings(None, environ={**environment, **links}) == load_settings(None, environ=environment)
+    for deployment, spec in pod_specs(objects):
+        assert spec.get("enableServiceLinks") is False, deployment["metadata"]["name"]
 
 
 @pytest.mark.parametrize("build", BUILDS)

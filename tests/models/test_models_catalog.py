@@ -25,7 +25,7 @@ from likeness.models.tiny import create_tiny_pipeline
 
 def test_default_catalog_has_the_tiny_builtins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     catalog = BaseModelCatalog(cache_dir=tmp_path)
-    assert catalog.ids() == ["tiny-sd15", "tiny-sdxl"]
+    assert catalog.ids() == ["toy-sd15", "tiny-sd15", "tiny-sdxl"]
     assert "tiny-sd15" in catalog
     assert "sd15" not in catalog
     monkeypatch.delenv("LIKENESS_BASE_MODELS", raising=False)
@@ -70,7 +70,7 @@ def test_bad_specs_are_refused(spec: str, message: str) -> None:
 
 
 def test_unknown_id_lists_known_ids(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="known base models: tiny-sd15, tiny-sdxl"):
+    with pytest.raises(NotFound, match="known base models: toy-sd15, tiny-sd15, tiny-sdxl"):
         BaseModelCatalog(cache_dir=tmp_path).resolve("sd15")
 
 

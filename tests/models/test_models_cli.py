@@ -25,7 +25,11 @@ def test_create_tiny_writes_a_loadable_folder(tmp_path: Path, capsys: pytest.Cap
 def test_list_prints_catalog_ids(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LIKENESS_BASE_MODELS", raising=False)
     assert main(["models", "list"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["tiny-sd15\tbuiltin:sd15", "tiny-sdxl\tbuiltin:sdxl"]
+    assert capsys.readouterr().out.splitlines() == [
+        "toy-sd15\tbuiltin:toy",
+        "tiny-sd15\tbuiltin:sd15",
+        "tiny-sdxl\tbuiltin:sdxl",
+    ]
 
     assert main(["models", "list", "--base-models", "big=/models/xl.safetensors|config=/models/xl"]) == 0
     assert capsys.readouterr().out.splitlines() == ["big\t/models/xl.safetensors|config=/models/xl"]

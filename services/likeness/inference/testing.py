@@ -161,7 +161,12 @@ class BackgroundInferenceServer:
     ) -> None:
         from likeness.inference.service import InferenceComponent
 
-        fields: dict[str, object] = {"base_models": DEFAULT_CATALOG_SPEC, "device": "cpu", "storage_url": "unused"}
+        fields: dict[str, object] = {
+            "base_models": DEFAULT_CATALOG_SPEC,
+            "default_base_model": "tiny-sd15",
+            "device": "cpu",
+            "storage_url": "unused",
+        }
         fields.update(settings_fields)
         self.settings = Settings(**fields)  # type: ignore[arg-type]
         self.storage = storage
