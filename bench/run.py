@@ -109,6 +109,10 @@ def main() -> int:
                 file=sys.stderr,
             )
         print(f"bench: {area} took {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    # Re-read before writing: another area may have finished meanwhile (benchmarks of areas can run separately).
+    latest = {f["name"]: f for f in json.loads(RESULTS.read_text())} if RESULTS.exists() else {}
+    fresh = {name: f for name, f in figures.items() if previous.get(name) is not f}
+    figures = {**latest, **fresh}
     ordered = sorted(figures.values(), key=lambda f: f["name"])
     keys = ("name", "value", "unit", "goal", "measured_at")
     RESULTS.write_text(json.dumps([{k: f[k] for k in keys} for f in ordered], indent=2) + "\n")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 BASE_MODELS_ENV = "LIKENESS_BASE_MODELS"
-DEFAULT_CATALOG_SPEC = "tiny-sd15=builtin:sd15,tiny-sdxl=builtin:sdxl"
+DEFAULT_CATALOG_SPEC = "toy-sd15=builtin:toy,tiny-sd15=builtin:sd15,tiny-sdxl=builtin:sdxl"
 BUILTIN_SCHEME = "builtin:"
 FILE_SCHEME = "file:"
 SPEC_FIELD = "base_models"
@@ -84,6 +84,16 @@ for _arch in ("sd15", "sdxl"):
             write=lambda directory, arch=_arch: _write_tiny(arch, directory),
         )
     )
+
+
+def _register_toy_model() -> None:
+    # The toy base model pretrained on the synthetic world (likeness.world): committed weights, copied on use.
+    from likeness.world.base_model import TOY_BUILTIN_NAME, toy_weights_version, write_toy_model
+
+    register_builtin(BuiltinModel(TOY_BUILTIN_NAME, "sd15", toy_weights_version(), write_toy_model))
+
+
+_register_toy_model()
 
 
 @dataclass(frozen=True)
