@@ -17,9 +17,7 @@ def resolve_device(setting: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise FailedPrecondition(
-            f"device {setting!r} was asked for but no CUDA device is visible; use --device cpu"
-        )
+        raise FailedPrecondition(f"device {setting!r} was asked for but no CUDA device is visible; use --device cpu")
     return device
 
 
