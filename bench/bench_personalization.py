@@ -82,13 +82,13 @@ def run() -> list[dict]:
         _figure(
             "trainer.personalization_score_before",
             lora["personalization_before"],
-            "pearson",
-            note="base model, identifier prompt: best latent correlation with a training photo",
+            "cosine",
+            note="base model, identifier prompt: best judge cosine with a VAE round trip of a training photo",
         ),
         _figure(
             "trainer.personalization_score_after",
             lora_prior["personalization_after"],
-            "pearson",
+            "cosine",
             note="after LoRA + prior training, same seeds; should exceed the before figure",
         ),
     ]

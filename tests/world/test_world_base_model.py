@@ -55,3 +55,22 @@ def test_base_model_follows_context_and_class(toy_pipeline) -> None:
     # Chance is 1 in 5 for both.
     assert sum(context_hits) / len(context_hits) > 0.6
     assert sum(class_hits) / len(class_hits) > 0.5
+
+
+def test_pretrain_command_writes_a_loadable_folder_with_its_record(tmp_path) -> None:
+    from likeness.world.pretrain import main
+
+    out = tmp_path / "toy"
+    args = ["--out", str(out), "--autoencoder-steps", "2", "--autoencoder-batch", "4", "--images", "8"]
+    assert main([*args, "--steps", "2", "--batch", "4", "--warmup-steps", "1"]) == 0
+    record = json.loads((out / TRAINING_RECORD).read_text())
+    assert (
+        record["command"]
+        == "python -m likeness.world.pretrain " + " ".join(args) + " --steps 2 --batch 4 --warmup-steps 1"
+    )
+    assert record["config"]["steps"] == 2 and record["config"]["seed"] == 0
+    pipeline = load_toy_pipeline(out)
+    assert not (out / "tokenizer" / "tokenizer.json").exists()
+    # The real CLIP vocabulary: the identifier is one rare token.
+    assert len(pipeline.tokenizer("ohwx", add_special_tokens=False).input_ids) == 1
+    assert generate(pipeline, "a red toy", [0], steps=2, guidance_scale=4.0)[0].size == (32, 32)

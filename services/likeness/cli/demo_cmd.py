@@ -158,7 +158,11 @@ def run(args: argparse.Namespace) -> int:
         # 4. Generate.
         print(f"\n4. generating with subject model {model_id}")
         parameters = types_pb2.GenerationParameters(
-            num_inference_steps=recipe.num_inference_steps, guidance_scale=recipe.guidance_scale, seed=1
+            num_inference_steps=recipe.num_inference_steps,
+            guidance_scale=recipe.guidance_scale,
+            seed=1,
+            width=recipe.resolution,
+            height=recipe.resolution,
         )
         rows = []
         for prompt in DEMO_PROMPTS:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from likeness.errors import InvalidArgument
 from likeness.world.base_model import TOY_MODEL_ID
 from likeness.world.judge import Judge, judge_images, load_judge
 from likeness.world.metrics import (
@@ -330,6 +331,10 @@ def evaluate(
     `vae` (for the personalization score) defaults to the committed toy model's autoencoder.
     """
     settings = settings or EvalSettings()
+    if not settings.prompts or settings.prompts[0][1:] != (None, None):
+        raise InvalidArgument(
+            "the first prompt must name the bare subject, e.g. 'a photo of {subject}'", field="settings.prompts"
+        )
     judge = judge or load_judge()
     vae = vae if vae is not None else load_toy_vae()
     report = EvalReport(settings, [])

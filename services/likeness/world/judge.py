@@ -9,7 +9,7 @@ subject-only surface patterns with random colours) but never the evaluation subj
 never saw DreamBench's objects. Pictures are blurred and noised while it trains, so it also reads the softer
 pictures a tiny diffusion model makes.
 
-`python -m likeness.world.judge --out services/likeness/world/judge` trains it (about 10 minutes on one core);
+`python -m likeness.world.judge --out services/likeness/world/judge` trains it (about 5 minutes on one core);
 the committed weights are loaded by `load_judge()`.
 """
 

@@ -264,10 +264,19 @@ def _log_progress(stage: str, step: int, total: int, loss: float | None, started
 
 
 def pretrain(out: str | Path, config: PretrainConfig, command: str = "") -> dict[str, object]:
-    """Runs both stages and writes the diffusers folder and its training record to `out`; returns the record."""
+    """Runs both stages and writes the diffusers folder and its training record to `out`; returns the record.
+
+    Uses `config.threads` torch threads meanwhile and restores the caller's setting after.
+    """
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    out = Path(out)
+    try:
+        return _pretrain(Path(out), config, command)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _pretrain(out: Path, config: PretrainConfig, command: str) -> dict[str, object]:
     started = time.monotonic()
     vae = build_vae()
     unet = build_unet()
