@@ -259,7 +259,8 @@ class PromptStore:
                 try:
                     self.storage.create_json(key, fresh.to_json())
                 except AlreadyExists:
-                    pass  # recorded by another replica since our last listing: this is a reuse
+                    # Recorded by another replica since our last listing: this is a reuse.
+                    log.debug("prompt %s was recorded concurrently by another replica", fresh.prompt_id)
                 else:
                     index.records[fresh.prompt_id] = fresh
                     self.ranker.prepare([_document(fresh)])

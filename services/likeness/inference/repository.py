@@ -323,11 +323,11 @@ class ModelRepository:
         if not loaded_only:
             for model_id in self.storage.list_dirs(models_prefix(tenant)):
                 try:
-                    self.manifest(tenant, model_id)
+                    # A corrupt manifest is not skipped: it is reported below as FAILED with its reason.
+                    with contextlib.suppress(FailedPrecondition):
+                        self.manifest(tenant, model_id)
                 except (NotFound, InvalidArgument):
                     continue  # not published yet (no manifest), or a folder that is not a model
-                except FailedPrecondition:
-                    pass  # reported below as FAILED with its reason
                 statuses[model_id] = self.subject_status(tenant, model_id, read_storage=False)
         with self._lock:
             loaded_ids = [model_id for (t, model_id) in self._lru if t == tenant]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -15,10 +16,8 @@ def likeness_cache_dir() -> Path:
         return Path(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")
     candidate = (Path(xdg) if xdg else Path.home() / ".cache") / "likeness"
-    try:
+    with contextlib.suppress(OSError):  # not creatable: use the temp dir below
         candidate.mkdir(parents=True, exist_ok=True)
         if os.access(candidate, os.W_OK):
             return candidate
-    except OSError:
-        pass  # not creatable: use the temp dir below
     return Path(tempfile.gettempdir()) / f"likeness-cache-{os.getuid()}"

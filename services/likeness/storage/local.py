@@ -43,10 +43,9 @@ def _fsync_dir(path: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
         # Some filesystems (and Windows) refuse fsync on directories; the rename itself is still atomic.
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
