@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from likeness.errors import InvalidArgument
+from likeness.models.arch import TINY_MIN_RESOLUTION
 
 RECORD_FORMAT_VERSION = 1
 # Owner of the built-in seed collection. The leading underscore keeps it out of the tenant name space.
@@ -38,12 +39,13 @@ class _NumberRule:
     multiple_of: int = 1
 
 
-# Ranges match likeness.type.v1.GenerationParameters; width/height bounds are the widest any base model takes.
+# Ranges match likeness.type.v1.GenerationParameters; width/height bounds are the widest any base model takes
+# (the tiny test models go down to TINY_MIN_RESOLUTION, SDXL up to 2048).
 _PARAM_RULES: dict[str, _NumberRule] = {
     "steps": _NumberRule(int, 1, 150),
     "guidance": _NumberRule(float, 0.0, 30.0),
-    "width": _NumberRule(int, 64, 2048, multiple_of=8),
-    "height": _NumberRule(int, 64, 2048, multiple_of=8),
+    "width": _NumberRule(int, TINY_MIN_RESOLUTION, 2048, multiple_of=8),
+    "height": _NumberRule(int, TINY_MIN_RESOLUTION, 2048, multiple_of=8),
     "seed": _NumberRule(int, 0, MAX_SEED),
     "lora_scale": _NumberRule(float, 0.0, 2.0),
 }
