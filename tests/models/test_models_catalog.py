@@ -121,6 +121,12 @@ def test_losing_the_materialisation_race_keeps_the_winners_copy(
     assert [path.name for path in cache.iterdir()] == [winner.name]
 
 
+def test_default_size_is_the_models_native_resolution(tmp_path: Path) -> None:
+    toy = BaseModelCatalog(cache_dir=tmp_path).resolve("toy-sd15")
+    assert (toy.resolution, toy.info.default_resolution) == (32, 32)  # trained at 32 px, not the tiny 64 px default
+    assert (toy.info.min_resolution, toy.info.max_resolution) == (32, 256)
+
+
 def test_folder_and_single_file_entries(tmp_path: Path, saved_tiny: Callable[[str], Path]) -> None:
     single = save_single_file(create_tiny_pipeline("sd15"), tmp_path / "tiny.safetensors")
     catalog = BaseModelCatalog(

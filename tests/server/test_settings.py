@@ -42,6 +42,7 @@ def test_booleans_parse_from_env_and_flags():
         ({"LIKENESS_DEVICE": "tpu"}, "device"),
         ({"LIKENESS_LOG_LEVEL": "LOUD"}, "log_level"),
         ({"LIKENESS_SUBJECT_CACHE_MB": "0"}, "subject_cache_mb"),
+        ({"LIKENESS_TORCH_THREADS": "-1"}, "torch_threads"),
         ({"LIKENESS_STORAGE_ULR": "/tmp/x"}, "LIKENESS_STORAGE_ULR"),
         ({"LIKENESS_GALLERY_SEMANTIC": "maybe"}, "LIKENESS_GALLERY_SEMANTIC"),
     ],

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +128,12 @@ class BaseModelSpec:
 
     @property
     def info(self) -> ArchInfo:
-        return arch_info(self.arch, tiny=self.is_tiny)
+        """The architecture's facts, with this model's own native size as the default (e.g. 512 px SD 2 base,
+        32 px toy model) so requests that leave width/height unset get the size the model was trained at."""
+        info = arch_info(self.arch, tiny=self.is_tiny)
+        if info.min_resolution <= self.resolution <= info.max_resolution:
+            info = replace(info, default_resolution=self.resolution)
+        return info
 
 
 def parse_catalog_spec(spec: str) -> list[CatalogEntry]:

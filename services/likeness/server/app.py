@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from likeness.server import metrics
 from likeness.server.component import ServiceComponent
+from likeness.server.cpu import apply_cpu_threads
 from likeness.server.interceptors import ServerInterceptor
 from likeness.server.settings import Settings
 
@@ -77,6 +78,7 @@ async def start_server(
     components: Sequence[ServiceComponent], settings: Settings, *, start_metrics: bool = True
 ) -> RunningServer:
     """Binds the port and reports NOT_SERVING until every component has started, then SERVING."""
+    apply_cpu_threads(settings.torch_threads)
     server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

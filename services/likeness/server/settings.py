@@ -44,6 +44,9 @@ class Settings:
     )
     default_base_model: str = field(default="toy-sd15", metadata={"help": "base model used when none is named"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    torch_threads: int = field(
+        default=0, metadata={"help": "CPU threads for torch and training workers (0: the container's CPU limit)"}
+    )
     # --- trainer ---
     trainer_queue_capacity: int = field(default=16, metadata={"help": "queued training jobs before refusing"})
     trainer_progress_interval_seconds: float = field(
@@ -178,6 +181,8 @@ def validate(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) <= 0:
             raise InvalidArgument(f"must be positive, got {getattr(settings, name)}", field=name)
+    if settings.torch_threads < 0:
+        raise InvalidArgument(f"must be 0 (automatic) or positive, got {settings.torch_threads}", field="torch_threads")
     if settings.grace_seconds < 0 or settings.batch_window_ms < 0:
         raise InvalidArgument("must not be negative", field="grace_seconds/batch_window_ms")
     device = settings.device
