@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 
@@ -156,6 +158,44 @@ def test_cancelling_stops_denoising_within_one_step_and_frees_the_slot(server, s
     assert 3 <= len(calls) < 50
     assert len(calls_after_cancel) <= 1
     assert follow_up.summary.num_images == 1 and follow_up.summary.queue_ms < 5000
+
+
+_DISCONNECTING_CLIENT = """
+import sys, grpc
+from likeness.inference.v1 import inference_service_pb2 as pb, inference_service_pb2_grpc as rpc
+request = pb.GenerateImagesRequest.FromString(bytes.fromhex(sys.argv[2]))
+stub = rpc.InferenceServiceStub(grpc.insecure_channel(sys.argv[1]))
+for response in stub.GenerateImages(request):
+    if response.WhichOneof("event") == "progress" and response.progress.step == 3:
+        print("step 3", flush=True)
+"""
+
+
+def test_a_client_that_disconnects_stops_the_denoising_loop(server, subjects) -> None:
+    """A client process killed mid-stream (no cancel sent, the connection just drops) frees its slot."""
+    engine = server.engine
+    unet = engine.repository.base("tiny-sd15").pipeline.unet
+    calls = []
+    hook = unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    req = request(subject=subjects["lora"], steps=150, seed=5)
+    client = subprocess.Popen(
+        [sys.executable, "-c", _DISCONNECTING_CLIENT, server.address, req.SerializeToString().hex()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout.readline().strip() == "step 3"
+        client.kill()
+        client.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while engine.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        hook.remove()
+        client.kill()
+    assert not engine.running
+    assert 3 <= len(calls) < 100  # stopped early, not after all 150 steps
+    assert generate(server, request(subject=subjects["lora"], seed=6)).summary.num_images == 1
 
 
 def test_deadlines_are_honoured(server, subjects) -> None:
