@@ -89,3 +89,8 @@ def test_kubernetes_service_links_are_not_mistaken_for_settings():
     assert load_settings(parse([]), environ=links).port == 50051
     with pytest.raises(InvalidArgument):
         load_settings(parse([]), environ={"LIKENESS_GRPC_PORT": "oops"})
+
+
+def test_variables_of_the_sdk_and_the_load_test_are_not_settings():
+    environ = {"LIKENESS_ADDRESS": "127.0.0.1:50051", "LIKENESS_LOAD_SUBJECTS": "sm-1,sm-2", "LIKENESS_LOAD_STEPS": "4"}
+    assert load_settings(parse([]), environ=environ) == Settings()

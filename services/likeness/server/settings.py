@@ -157,7 +157,12 @@ _PASSTHROUGH = {
     "LIKENESS_S3_ENDPOINT_URL",
     "LIKENESS_DREAMBENCH_DIR",
     "LIKENESS_ADDRESS",
-    "LIKENESS_TEST_FAST",
+    # The load test's settings (bench/load/locustfile.py), often exported in the shell that also runs a server.
+    "LIKENESS_LOAD_SUBJECTS",
+    "LIKENESS_LOAD_STEPS",
+    "LIKENESS_LOAD_SIZE",
+    "LIKENESS_LOAD_IMAGES",
+    "LIKENESS_LOAD_GALLERY_HOST",
 }
 
 
