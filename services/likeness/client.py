@@ -482,6 +482,21 @@ class LikenessClient:
         request = inference_pb.ListSubjectModelsRequest(base_model=base_model, loaded_only=loaded_only)
         return list(self._unary(self.inference.ListSubjectModels, request).models)
 
+    def get_subject_model(self, model_id: str) -> inference_pb.SubjectModelStatus:
+        """One subject model with its load state on this replica (NotFound when it does not exist)."""
+        request = inference_pb.GetSubjectModelRequest(model_id=model_id)
+        return self._unary(self.inference.GetSubjectModel, request).model
+
+    def load_subject_model(self, model_id: str, timeout: float | None = None) -> inference_pb.SubjectModelStatus:
+        """Pre-warms a subject model on the replica that answers, so its first generation does not wait."""
+        request = inference_pb.LoadSubjectModelRequest(model_id=model_id)
+        return self._unary(self.inference.LoadSubjectModel, request, timeout).model
+
+    def unload_subject_model(self, model_id: str) -> inference_pb.SubjectModelStatus:
+        """Evicts a subject model from the replica that answers (it loads again on its next use)."""
+        request = inference_pb.UnloadSubjectModelRequest(model_id=model_id)
+        return self._unary(self.inference.UnloadSubjectModel, request).model
+
     def get_server_status(self) -> inference_pb.GetServerStatusResponse:
         """Loaded models, cache memory and queue of the inference service."""
         return self._unary(self.inference.GetServerStatus, inference_pb.GetServerStatusRequest())

@@ -49,6 +49,27 @@ def test_generate_cli_reports_bad_input(server, tmp_path: Path, capsys) -> None:
     assert "parameters.num_inference_steps" in capsys.readouterr().err
 
 
+def test_subjects_cli_lists_loads_unloads_and_shows_memory(server, capsys) -> None:
+    model_id = publish_lora_subject(server.storage, seed=5, identifier="zwx", class_noun="cat").model_id
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main(["subjects", *args, "--address", server.address])
+        return code, capsys.readouterr().out
+
+    code, out = run("load", model_id)
+    assert code == 0 and "zwx cat" in out and " loaded " in out
+    code, out = run("list", "--loaded")
+    assert code == 0 and model_id in out
+    code, out = run("status")
+    assert code == 0 and "tiny-sd15" in out and model_id in out and "subject cache:" in out
+    code, out = run("unload", model_id)
+    assert code == 0 and "not loaded" in out
+    _, out = run("list", "--loaded")
+    assert model_id not in out
+    assert main(["subjects", "show", "sm-does-not-exist", "--address", server.address]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_a_full_queue_refuses_with_resource_exhausted(catalog, storage) -> None:
     running = BackgroundInferenceServer(
         storage, catalog, base_models=TINY_CATALOG, inference_queue_capacity=1, batch_window_ms=0

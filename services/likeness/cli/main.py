@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "likeness.cli.prepare_cmd",
     "likeness.cli.train_cmd",
     "likeness.cli.generate_cmd",
+    "likeness.cli.subjects_cmd",
     "likeness.cli.prompts_cmd",
     "likeness.cli.eval_cmd",
     "likeness.cli.demo_cmd",
