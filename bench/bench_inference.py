@@ -1,8 +1,12 @@
 """Benchmark of the inference service on tiny SD 1.x (64 px), every comparison measured side by side in one run.
 
-(a) one request through the real gRPC service (in-process server, full interceptor chain, PNG, chunked stream) vs
-    the same diffusers pipeline object called in-process with the same parameters; goal <= 1.03x. Reported as
-    the median of the per-pair ratios of back-to-back runs.
+The service runs as users run it: a `likeness serve inference` process on loopback, called over gRPC. The
+in-process reference is the same base pipeline with the same LoRA subject attached, built by the same model
+repository code in this process and called on its main thread, as a script would.
+
+(a) one request through the gRPC service (full interceptor chain, PNG encoding, chunked stream) vs the same
+    diffusers pipeline called in-process with the same parameters; goal <= 1.03x. Reported as the median of the
+    per-pair ratios of back-to-back runs (while one side computes the other process is idle).
 (b) switching between two cached LoRA subjects (`set_adapters` on the base pipeline) vs `from_pretrained` of the
     whole pipeline; goal <= 1% of a reload.
 (c) cold load of a LoRA subject from storage (LoadSubjectModel after UnloadSubjectModel) vs the same reload.
@@ -14,9 +18,14 @@ Run: `python bench/bench_inference.py` (prints JSON) or import `run()`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,11 +33,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import grpc
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from likeness.inference.pipeline_runner import scheduler_for
-from likeness.inference.testing import BackgroundInferenceServer, publish_lora_subject
+from likeness.inference.repository import ModelRepository
+from likeness.inference.testing import publish_lora_subject
 from likeness.inference.v1 import inference_service_pb2 as pb
+from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.models.catalog import BaseModelCatalog
 from likeness.storage.layout import DEFAULT_TENANT
 from likeness.storage.local import LocalStorage
@@ -57,7 +70,46 @@ def _request(subject: str, seed: int, steps: int = STEPS) -> pb.GenerateImagesRe
     )
 
 
-def _through_service(server: BackgroundInferenceServer, request: pb.GenerateImagesRequest) -> float:
+class _ServiceProcess:
+    """`likeness serve inference` in its own process, as deployed; `stub` calls it over loopback."""
+
+    def __init__(self, storage_dir: Path, cache_dir: Path, log_path: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+        command = [
+            sys.executable, "-m", "likeness.cli.main", "serve", "inference", "--host", "127.0.0.1",
+            "--port", str(port), "--metrics-port", "0", "--storage-url", str(storage_dir),
+            "--cache-dir", str(cache_dir), "--base-models", f"{BASE}=builtin:sd15", "--default-base-model", BASE,
+            "--preload-base-models", BASE, "--log-level", "WARNING",
+        ]  # fmt: skip
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.InferenceServiceStub(self.channel)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the inference server exited: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(grpc.RpcError):
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("the inference server did not become SERVING within 300 s")
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self._log.close()
+
+
+def _through_service(server: _ServiceProcess, request: pb.GenerateImagesRequest) -> float:
     started = time.perf_counter()
     images = sum(
         1 for r in server.stub.GenerateImages(request) if r.WhichOneof("event") == "image_chunk" and r.image_chunk.last
@@ -68,31 +120,30 @@ def _through_service(server: BackgroundInferenceServer, request: pb.GenerateImag
     return elapsed
 
 
-def _in_process(server: BackgroundInferenceServer, subject: str, seed: int) -> float:
-    """The pipeline object the service uses, called directly with the same parameters (decoded to PIL)."""
-    repository = server.engine.repository
+def _in_process(repository: ModelRepository, subject: str, seed: int) -> float:
+    """The pipeline the service uses, with the subject attached the same way, called directly (decoded to PIL)."""
     base = repository.base(BASE)
     with repository.acquire(DEFAULT_TENANT, subject) as lease, base.lock:
         pipeline = repository.activate(base, lease.entry, 1.0)
         pipeline.scheduler = scheduler_for(base, "default")
         started = time.perf_counter()
-        image = pipeline(
-            prompt=[PROMPT],
-            num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE,
-            width=SIZE,
-            height=SIZE,
-            generator=[torch.Generator().manual_seed(seed)],
-            output_type="pil",
-        ).images[0]
+        with torch.no_grad():
+            image = pipeline(
+                prompt=[PROMPT],
+                num_inference_steps=STEPS,
+                guidance_scale=GUIDANCE,
+                width=SIZE,
+                height=SIZE,
+                generator=[torch.Generator().manual_seed(seed)],
+                output_type="pil",
+            ).images[0]
         elapsed = time.perf_counter() - started
     if image.size != (SIZE, SIZE):
         raise RuntimeError(f"unexpected image size {image.size}")
     return elapsed
 
 
-def _switch_seconds(server: BackgroundInferenceServer, first: str, second: str) -> list[float]:
-    repository = server.engine.repository
+def _switch_seconds(repository: ModelRepository, first: str, second: str) -> list[float]:
     base = repository.base(BASE)
     timings = []
     with repository.acquire(DEFAULT_TENANT, first) as a, repository.acquire(DEFAULT_TENANT, second) as b:
@@ -113,7 +164,7 @@ def _reload_seconds(catalog: BaseModelCatalog) -> float:
     return elapsed
 
 
-def _cold_load_seconds(server: BackgroundInferenceServer, subject: str) -> float:
+def _cold_load_seconds(server: _ServiceProcess, subject: str) -> float:
     server.stub.UnloadSubjectModel(pb.UnloadSubjectModelRequest(model_id=subject))
     started = time.perf_counter()
     status = server.stub.LoadSubjectModel(pb.LoadSubjectModelRequest(model_id=subject)).model
@@ -123,14 +174,14 @@ def _cold_load_seconds(server: BackgroundInferenceServer, subject: str) -> float
     return elapsed
 
 
-def _sequential_seconds(server: BackgroundInferenceServer, subject: str, round_index: int) -> float:
+def _sequential_seconds(server: _ServiceProcess, subject: str, round_index: int) -> float:
     started = time.perf_counter()
     for client in range(CLIENTS):
         _through_service(server, _request(subject, 1000 * round_index + client, THROUGHPUT_STEPS))
     return time.perf_counter() - started
 
 
-def _concurrent_seconds(server: BackgroundInferenceServer, subject: str, round_index: int) -> tuple[float, int]:
+def _concurrent_seconds(server: _ServiceProcess, subject: str, round_index: int) -> tuple[float, int]:
     barrier = threading.Barrier(CLIENTS)
     batch_sizes: list[int] = []
     errors: list[BaseException] = []
@@ -160,33 +211,33 @@ def _concurrent_seconds(server: BackgroundInferenceServer, subject: str, round_i
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="likeness-bench-inference-") as temp:
         root = Path(temp)
-        os.environ.setdefault("LIKENESS_CACHE_DIR", str(root / "cache"))
         storage = LocalStorage(root / "storage")
         catalog = BaseModelCatalog(f"{BASE}=builtin:sd15", cache_dir=root / "cache" / "base-models")
         first, second, cold = (publish_lora_subject(storage, seed=i, base_model=BASE).model_id for i in range(3))
-        server = BackgroundInferenceServer(
-            storage, catalog, base_models=f"{BASE}=builtin:sd15", preload_base_models=BASE
+        repository = ModelRepository(
+            storage, catalog, device=torch.device("cpu"), dtype=torch.float32, subject_budget_bytes=2**30
         )
-        with server:
+        server = _ServiceProcess(root / "storage", root / "cache", root / "server.log")
+        try:
             for subject in (first, second):  # warm: cached subjects, first-call overheads paid
                 _through_service(server, _request(subject, 0))
-                _in_process(server, subject, 0)
+                _in_process(repository, subject, 0)
 
             service, direct = [], []
             for pair in range(LATENCY_PAIRS):
                 seed = 100 + pair
                 if pair % 2 == 0:
                     service.append(_through_service(server, _request(first, seed)))
-                    direct.append(_in_process(server, first, seed))
+                    direct.append(_in_process(repository, first, seed))
                 else:
-                    direct.append(_in_process(server, first, seed))
+                    direct.append(_in_process(repository, first, seed))
                     service.append(_through_service(server, _request(first, seed)))
 
             reloads, colds, switches = [], [], []
             for _ in range(RELOADS):
                 reloads.append(_reload_seconds(catalog))
                 colds.append(_cold_load_seconds(server, cold))
-                switches.extend(_switch_seconds(server, first, second))
+                switches.extend(_switch_seconds(repository, first, second))
 
             sequential, concurrent, batch_sizes = [], [], []
             for round_index in range(THROUGHPUT_ROUNDS):
@@ -194,6 +245,9 @@ def run() -> list[dict]:
                 elapsed, batch_size = _concurrent_seconds(server, first, round_index)
                 concurrent.append(elapsed)
                 batch_sizes.append(batch_size)
+        finally:
+            server.stop()
+            repository.close()
 
     service_s, direct_s = statistics.median(service), statistics.median(direct)
     # Each pair ran back to back, so its ratio cancels the slow drifts of a shared machine's load.
@@ -206,8 +260,8 @@ def run() -> list[dict]:
             "value": round(overhead, 4),
             "unit": "x",
             "goal": "<= 1.03",
-            "note": f"median of {LATENCY_PAIRS} back-to-back pairs; medians gRPC {service_s * 1000:.0f} ms, "
-            f"in-process {direct_s * 1000:.0f} ms ({STEPS} steps, {SIZE} px, LoRA subject)",
+            "note": f"median of {LATENCY_PAIRS} back-to-back pairs; medians gRPC to a `likeness serve` process "
+            f"{service_s * 1000:.0f} ms, in-process {direct_s * 1000:.0f} ms ({STEPS} steps, {SIZE} px, LoRA subject)",
         },
         {
             "name": "inference.switch_vs_reload_ratio",

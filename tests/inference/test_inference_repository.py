@@ -209,3 +209,24 @@ def test_manifest_for_another_tenant_is_corrupt(storage, catalog) -> None:
     storage.write_bytes(model_manifest_key(T, manifest.model_id), manifest.to_json().encode())
     with pytest.raises(FailedPrecondition, match="tenant 'other'"):
         repository.manifest(T, manifest.model_id)
+
+
+def test_models_load_on_threads_that_end(storage, catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loads must not leave a long-lived thread with its own OpenMP pool beside the inference worker's
+    (see likeness.runtime.run_in_short_lived_thread): each load runs on a thread that is gone afterwards."""
+    repository = make_repository(storage, catalog)
+    model_id = publish_lora_subject(storage).model_id
+    loading_threads: list[threading.Thread] = []
+    for name in ("_load_base", "_load_subject"):
+        original = getattr(repository, name)
+
+        def recording(*args, _original=original):
+            loading_threads.append(threading.current_thread())
+            return _original(*args)
+
+        monkeypatch.setattr(repository, name, recording)
+    repository.base("tiny-sd15")
+    repository.load_subject(T, model_id)
+    assert len(loading_threads) == 2
+    assert threading.current_thread() not in loading_threads
+    assert not any(thread.is_alive() for thread in loading_threads)

@@ -42,6 +42,7 @@ from likeness.inference.previews import LatentPreviewer
 from likeness.inference.subject_files import first_line, read_full_fine_tune, read_lora
 from likeness.models.catalog import BaseModelCatalog, BaseModelSpec
 from likeness.models.loading import ArchInfo
+from likeness.runtime import run_in_short_lived_thread
 from likeness.storage.base import Storage
 from likeness.storage.layout import model_manifest_key, model_prefix, models_prefix, validate_resource_id
 from likeness.storage.manifest import SubjectModelManifest, parse_rfc3339
@@ -229,7 +230,7 @@ class ModelRepository:
                 self._base_futures[base_id] = future
         if owner:
             try:
-                base = self._load_base(base_id)
+                base = run_in_short_lived_thread(self._load_base, base_id, name="likeness-base-load")
             except BaseException as exc:
                 with self._lock:
                     self._base_futures.pop(base_id, None)
@@ -456,7 +457,7 @@ class ModelRepository:
         """Loader thread: load one subject, record the outcome, resolve its future."""
         started = time.perf_counter()
         try:
-            self._load_subject(entry)
+            run_in_short_lived_thread(self._load_subject, entry, name="likeness-subject-load")
         except BaseException as exc:
             reason = exc.message if isinstance(exc, LikenessError) else f"{type(exc).__name__}: {exc}"
             with self._lock:
