@@ -26,6 +26,7 @@ from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.models.arch import TINY_FORMAT_VERSION, TINY_RESOLUTION_LIMIT, ArchInfo, arch_info, check_arch
 from likeness.models.cache import likeness_cache_dir
 from likeness.models.loading import check_safe_weights_path, detect_arch, load_base_pipeline, native_resolution
+from likeness.runtime import run_in_short_lived_thread
 
 if TYPE_CHECKING:
     import torch
@@ -271,7 +272,8 @@ class BaseModelCatalog:
         self._remove_stale_temp_folders(final.name)
         temp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{final.name}.tmp-"))
         try:
-            builtin.write(temp)
+            # Building a model runs torch ops; on a thread that ends, so no idle OpenMP pool outlives it.
+            run_in_short_lived_thread(builtin.write, temp, name="likeness-materialise")
             try:
                 os.rename(temp, final)
             except OSError:
