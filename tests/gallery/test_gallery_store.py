@@ -68,6 +68,8 @@ def test_dedupe_sees_records_of_another_replica(make_store: Callable[..., Prompt
     [
         ({"prompt": "   "}, "prompt"),
         ({"prompt": "x" * 1001}, "prompt"),
+        ({"prompt": "{subject} at\x00 sea"}, "prompt"),
+        ({"negative_prompt": "blurry \x07"}, "negative_prompt"),
         ({"negative_prompt": "x" * 1001}, "negative_prompt"),
         ({"base_model": "m" * 201}, "base_model"),
         ({"params": {"steps": 0}}, "params.steps"),

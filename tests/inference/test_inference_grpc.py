@@ -274,6 +274,11 @@ def test_load_unload_and_status(server, subjects) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetSubjectModel(pb.GetSubjectModelRequest(model_id="model-unknown"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details().startswith("model_id: subject model 'model-unknown' does not exist")
+    for bad_id, code in (("../x", grpc.StatusCode.INVALID_ARGUMENT), ("model-unknown", grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.UnloadSubjectModel(pb.UnloadSubjectModelRequest(model_id=bad_id))
+        assert caught.value.code() == code and caught.value.details().startswith("model_id: ")
 
 
 def test_full_fine_tune_and_sdxl_subjects_generate(server, subjects) -> None:

@@ -65,6 +65,8 @@ def test_seeds_of_a_request_are_consecutive() -> None:
         ({"output_format": "gif"}, "output_format"),
         ({"preview_every_n_steps": -2}, "preview_every_n_steps"),
         ({"prompt": "   "}, "prompt"),
+        ({"prompt": "a photo of sks dog\x00 on a beach"}, "prompt"),
+        ({"negative_prompt": "blurry\x1b[31m"}, "parameters.negative_prompt"),
     ],
 )
 def test_out_of_range_fields_are_invalid_arguments_naming_the_field(changes: dict, field: str) -> None:
@@ -73,6 +75,11 @@ def test_out_of_range_fields_are_invalid_arguments_naming_the_field(changes: dic
         check(spec)
     assert caught.value.field == field
     assert field in str(caught.value)
+
+
+def test_tabs_and_newlines_are_plain_text() -> None:
+    params, _ = check(GenerationSpec(prompt="a photo of sks dog,\n\ton a beach"))
+    assert params.prompt == "a photo of sks dog,\n\ton a beach"
 
 
 def test_placeholder_without_subject_is_invalid() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from likeness.errors import InvalidArgument
 from likeness.models.arch import TINY_MIN_RESOLUTION
+from likeness.text import check_plain_text
 
 RECORD_FORMAT_VERSION = 1
 # Owner of the built-in seed collection. The leading underscore keeps it out of the tenant name space.
@@ -124,6 +125,7 @@ def _check_text(value: str, field_name: str, max_chars: int) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"must be a string, got {type(value).__name__}", field=field_name)
     value = value.strip()
+    check_plain_text(value, field_name)
     if len(value) > max_chars:
         raise InvalidArgument(f"must be at most {max_chars} characters, got {len(value)}", field=field_name)
     return value

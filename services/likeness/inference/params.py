@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from likeness.errors import InvalidArgument
 from likeness.models.loading import ArchInfo
+from likeness.text import check_plain_text
 
 MIN_IMAGES, MAX_IMAGES = 1, 8
 MIN_STEPS, MAX_STEPS = 1, 150
@@ -87,7 +88,8 @@ class SubjectNames:
 
 def _check_range(value: float, low: float, high: float, field: str, what: str) -> None:
     if not low <= value <= high:
-        raise InvalidArgument(f"must be between {low:g} and {high:g} {what}, got {value:g}", field=field)
+        unit = f" {what}" if what else ""
+        raise InvalidArgument(f"must be between {low:g} and {high:g}{unit}, got {value:g}", field=field)
 
 
 def check_size(value: int, info: ArchInfo, field: str, base_model: str) -> int:
@@ -191,6 +193,8 @@ def validate(
         if not 0 <= seed <= MAX_SEED:
             raise InvalidArgument(f"must be between 0 and {MAX_SEED}, got {seed}", field="parameters.seed")
 
+    check_plain_text(spec.prompt, "prompt")
+    check_plain_text(spec.negative_prompt, "parameters.negative_prompt")
     prompt, warnings = expand_prompt(spec.prompt, subject)
     prompt, truncated = truncate_prompt(prompt, count_tokens, max_tokens)
     if truncated:
