@@ -213,7 +213,7 @@ def test_manifest_for_another_tenant_is_corrupt(storage, catalog) -> None:
 
 def test_models_load_on_threads_that_end(storage, catalog, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loads must not leave a long-lived thread with its own OpenMP pool beside the inference worker's
-    (see likeness.runtime.run_in_short_lived_thread): each load runs on a thread that is gone afterwards."""
+    (see likeness.threads.run_in_short_lived_thread): each load runs on a thread that is gone afterwards."""
     repository = make_repository(storage, catalog)
     model_id = publish_lora_subject(storage).model_id
     loading_threads: list[threading.Thread] = []

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from likeness.threads import run_in_short_lived_thread
+
 log = logging.getLogger(__name__)
 
 SUBJECT_PLACEHOLDER = "{subject}"
@@ -227,7 +229,7 @@ class SemanticRanker:
     def _ensure_model(self) -> Any:
         if self._model is None and not self._unavailable:
             try:
-                self._model = self._model_loader()
+                self._model = run_in_short_lived_thread(self._model_loader, name="likeness-embed-load")
             except Exception as exc:  # any failure (missing package, broken files) degrades to lexical
                 self._unavailable = True
                 log.warning(
@@ -239,7 +241,12 @@ class SemanticRanker:
         return self._model
 
     def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
-        vectors = model.encode(texts, batch_size=self._BATCH, normalize_embeddings=True, show_progress_bar=False)
+        # On a thread that ends: the embedding model runs torch, and a long-lived OpenMP pool on a request thread
+        # would slow an inference worker in the same process (`likeness serve all`); see likeness.threads.
+        vectors = run_in_short_lived_thread(
+            lambda: model.encode(texts, batch_size=self._BATCH, normalize_embeddings=True, show_progress_bar=False),
+            name="likeness-embed",
+        )
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
     def _vectors(self, model: Any, query: str, documents: Sequence[SearchDocument]) -> tuple[np.ndarray, np.ndarray]:

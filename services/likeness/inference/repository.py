@@ -42,10 +42,10 @@ from likeness.inference.previews import LatentPreviewer
 from likeness.inference.subject_files import first_line, read_full_fine_tune, read_lora
 from likeness.models.catalog import BaseModelCatalog, BaseModelSpec
 from likeness.models.loading import ArchInfo
-from likeness.runtime import run_in_short_lived_thread
 from likeness.storage.base import Storage
 from likeness.storage.layout import model_manifest_key, model_prefix, models_prefix, validate_resource_id
 from likeness.storage.manifest import SubjectModelManifest, parse_rfc3339
+from likeness.threads import run_in_short_lived_thread
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.models.arch import TINY_FORMAT_VERSION, TINY_RESOLUTION_LIMIT, ArchInfo, arch_info, check_arch
 from likeness.models.cache import likeness_cache_dir
 from likeness.models.loading import check_safe_weights_path, detect_arch, load_base_pipeline, native_resolution
-from likeness.runtime import run_in_short_lived_thread
+from likeness.threads import run_in_short_lived_thread
 
 if TYPE_CHECKING:
     import torch

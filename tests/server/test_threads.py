@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from likeness.errors import NotFound
-from likeness.runtime import run_in_short_lived_thread
+from likeness.threads import run_in_short_lived_thread
 
 
 def test_returns_the_result_from_another_thread_that_then_ends() -> None:
