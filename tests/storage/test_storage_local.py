@@ -58,16 +58,48 @@ def test_root_that_is_a_file_is_unavailable(tmp_path: Path) -> None:
         open_storage(str(blocker / "below"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions, so a read-only root stays writable")
+_OPEN_AS_UNPRIVILEGED = """
+import sys
+from likeness.errors import Unavailable
+from likeness.storage import open_storage
+try:
+    open_storage(sys.argv[1])
+except Unavailable as error:
+    print(error)
+else:
+    print("opened")
+"""
+
+
 def test_read_only_root_is_unavailable(tmp_path: Path) -> None:
-    root = tmp_path / "ro"
-    root.mkdir()
-    root.chmod(0o500)
+    if os.geteuid() != 0:
+        root = tmp_path / "ro"
+        root.mkdir()
+        root.chmod(0o500)
+        try:
+            with pytest.raises(Unavailable, match="permission denied"):
+                open_storage(str(root))
+        finally:
+            root.chmod(0o700)
+        return
+    # Root bypasses file permissions, so the check runs as `nobody` on a root-owned folder it may only read.
+    setpriv = shutil.which("setpriv")
+    as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable] if setpriv else []
+    if not as_nobody or subprocess.run([*as_nobody, "-c", "import likeness"], capture_output=True).returncode:
+        pytest.skip("running as root, and `nobody` cannot run this checkout's Python (setpriv or permissions)")
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="likeness-ro-"))  # not under tmp_path, whose parents are root-only
     try:
-        with pytest.raises(Unavailable, match="permission denied"):
-            open_storage(str(root))
+        shared.chmod(0o755)
+        root = shared / "ro"
+        root.mkdir(mode=0o755)
+        result = subprocess.run(
+            [*as_nobody, "-c", _OPEN_AS_UNPRIVILEGED, str(root)], capture_output=True, text=True, timeout=60
+        )
     finally:
-        root.chmod(0o700)
+        shutil.rmtree(shared, ignore_errors=True)
+    assert "permission denied" in result.stdout, result.stdout + result.stderr
 
 
 def test_writes_leave_no_temporary_files(tmp_path: Path) -> None:
