@@ -150,8 +150,7 @@ class LikenessUser(User):
                 subject_model_id=random.choice(self.subjects), prompt="{subject}", num_images=99
             )
             try:
-                for _ in self.inference.GenerateImages(request, timeout=CALL_TIMEOUT_SECONDS):
-                    pass
+                list(self.inference.GenerateImages(request, timeout=CALL_TIMEOUT_SECONDS))  # read to the status
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.INVALID_ARGUMENT and "num_images" in (error.details() or ""):
                     return 0

@@ -280,12 +280,13 @@ class ModelRepository:
 
     # ---- discovery --------------------------------------------------------------------------------------
 
-    def manifest(self, tenant: str, model_id: str) -> SubjectModelManifest:
+    def manifest(self, tenant: str, model_id: str, *, field: str = "subject_model_id") -> SubjectModelManifest:
         """The manifest of a published subject model, read from storage the first time it is asked for.
 
-        NotFound when no such model is published; FailedPrecondition when its manifest is corrupt.
+        NotFound when no such model is published; FailedPrecondition when its manifest is corrupt. Errors name
+        `field`, the request field that carried the id (`model_id` for the Get/Load/Unload RPCs).
         """
-        validate_resource_id(model_id, field="subject_model_id")
+        validate_resource_id(model_id, field=field)
         with self._lock:
             entry = self._subjects.get((tenant, model_id))
             if entry is not None and entry.manifest is not None:
@@ -296,7 +297,7 @@ class ModelRepository:
         except NotFound:
             raise NotFound(
                 f"subject model {model_id!r} does not exist; ListSubjectModels shows the published ones",
-                field="subject_model_id",
+                field=field,
             ) from None
         try:
             manifest = SubjectModelManifest.from_json(data, source=key)
@@ -348,7 +349,7 @@ class ModelRepository:
         if read_storage:
             # A corrupt manifest is reported as FAILED below.
             with contextlib.suppress(FailedPrecondition):
-                self.manifest(tenant, model_id)
+                self.manifest(tenant, model_id, field="model_id")
         with self._lock:
             failure = self._manifest_failures.get((tenant, model_id))
             entry = self._subjects.get((tenant, model_id))
@@ -360,8 +361,8 @@ class ModelRepository:
 
     # ---- subject loading --------------------------------------------------------------------------------
 
-    def _entry(self, tenant: str, model_id: str) -> SubjectEntry:
-        self.manifest(tenant, model_id)
+    def _entry(self, tenant: str, model_id: str, *, field: str = "subject_model_id") -> SubjectEntry:
+        self.manifest(tenant, model_id, field=field)
         with self._lock:
             return self._subjects[(tenant, model_id)]
 
@@ -396,7 +397,7 @@ class ModelRepository:
     def load_subject(self, tenant: str, model_id: str) -> SubjectStatus:
         """Load (pre-warm) a subject and wait for it; retries a failed one at once."""
         while True:
-            entry = self._entry(tenant, model_id)
+            entry = self._entry(tenant, model_id, field="model_id")
             with self._lock:
                 if entry.state == LOADED:
                     self._lru.move_to_end(entry.key)
@@ -610,7 +611,7 @@ class ModelRepository:
 
     def unload_subject(self, tenant: str, model_id: str) -> SubjectStatus:
         """Evict a subject now; a batch using it finishes first. NotFound if it does not exist."""
-        entry = self._entry(tenant, model_id)
+        entry = self._entry(tenant, model_id, field="model_id")
         with self._lock:
             current = self._subjects[entry.key]
             if current.state == LOADED:

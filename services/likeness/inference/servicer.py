@@ -7,14 +7,13 @@ reads, model loads) run in worker threads so the event loop keeps serving other 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from likeness.errors import InvalidArgument, LikenessError, Unavailable
+from likeness.errors import InvalidArgument, Unavailable
 from likeness.inference.encoding import iter_chunk_fields
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.jobs import (
@@ -212,8 +211,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> pb.GetSubjectModelResponse:
         tenant = current_tenant()
         model_id = _required_id(request.model_id)
-        with _field_named_model_id():
-            status = await asyncio.to_thread(self._engine().repository.subject_status, tenant, model_id)
+        status = await asyncio.to_thread(self._engine().repository.subject_status, tenant, model_id)
         return pb.GetSubjectModelResponse(model=subject_status_proto(status, tenant))
 
     async def LoadSubjectModel(
@@ -221,8 +219,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> pb.LoadSubjectModelResponse:
         tenant = current_tenant()
         model_id = _required_id(request.model_id)
-        with _field_named_model_id():
-            status = await asyncio.to_thread(self._engine().repository.load_subject, tenant, model_id)
+        status = await asyncio.to_thread(self._engine().repository.load_subject, tenant, model_id)
         return pb.LoadSubjectModelResponse(model=subject_status_proto(status, tenant))
 
     async def UnloadSubjectModel(
@@ -230,8 +227,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> pb.UnloadSubjectModelResponse:
         tenant = current_tenant()
         model_id = _required_id(request.model_id)
-        with _field_named_model_id():
-            status = await asyncio.to_thread(self._engine().repository.unload_subject, tenant, model_id)
+        status = await asyncio.to_thread(self._engine().repository.unload_subject, tenant, model_id)
         return pb.UnloadSubjectModelResponse(model=subject_status_proto(status, tenant))
 
     async def GetServerStatus(
@@ -253,18 +249,6 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 def _cancel_admitted(engine: InferenceEngine, admission: asyncio.Future) -> None:
     if not admission.cancelled() and admission.exception() is None:
         engine.cancel(admission.result())
-
-
-@contextlib.contextmanager
-def _field_named_model_id() -> Iterator[None]:
-    """The repository names the id `subject_model_id` (GenerateImages' field); these RPCs call it `model_id`."""
-    try:
-        yield
-    except LikenessError as error:
-        if error.field != "subject_model_id":
-            raise
-        prefix = "subject_model_id: "
-        raise type(error)(error.message.removeprefix(prefix), field="model_id") from None
 
 
 def _required_id(model_id: str) -> str:

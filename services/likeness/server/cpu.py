@@ -17,21 +17,30 @@ log = logging.getLogger("likeness.server")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
-    """The CPU quota in cores (cgroup v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), or None when unlimited."""
+def _cgroup_v2_limit(root: Path) -> float | None:
+    """Cores from cgroup v2 `cpu.max` ("QUOTA PERIOD" or "max PERIOD"); None when absent or unlimited."""
     try:
         quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
-        if quota == "max":
-            return None
-        return int(quota) / int(period or 100_000)
+        return None if quota == "max" else int(quota) / int(period or 100_000)
     except (OSError, ValueError):
-        pass
+        return None
+
+
+def _cgroup_v1_limit(root: Path) -> float | None:
+    """Cores from cgroup v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`; None when absent or unlimited (-1)."""
     try:
         quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
         period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
     return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPU quota in cores (cgroup v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), or None when unlimited."""
+    if (root / "cpu.max").exists():
+        return _cgroup_v2_limit(root)
+    return _cgroup_v1_limit(root)
 
 
 def available_cpus(root: Path = CGROUP_ROOT) -> int:
