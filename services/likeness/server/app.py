@@ -62,6 +62,13 @@ class RunningServer:
                 await self.health.set(name, status)
             metrics.SERVICE_UP.labels(component.name).set(1 if serving else 0)
 
+    async def set_component_serving(self, component: ServiceComponent, serving: bool) -> None:
+        """Health of one component's services (a lost dependency), without touching the others."""
+        status = SERVING if serving else NOT_SERVING
+        for name in component.service_names:
+            await self.health.set(name, status)
+        metrics.SERVICE_UP.labels(component.name).set(1 if serving else 0)
+
     async def stop(self, grace_seconds: float) -> None:
         """Drains: NOT_SERVING first (load balancers stop routing), then in-flight RPCs finish within the grace
         period while components stop their background work."""
@@ -109,6 +116,11 @@ async def start_server(
             await component.stop(0)
         raise
     await running.set_serving(True)
+    for component in components:
+        bind_health = getattr(component, "bind_health", None)
+        if bind_health is not None:
+            # Components whose dependencies can come and go (a database) report their own health from now on.
+            bind_health(lambda serving, component=component: running.set_component_serving(component, serving))
     log.info("serving")
     return running
 

@@ -47,7 +47,25 @@ class Settings:
     torch_threads: int = field(
         default=0, metadata={"help": "CPU threads for torch and training workers (0: the container's CPU limit)"}
     )
+    # --- control plane ---
+    database_url: str = field(
+        default="",
+        metadata={
+            "help": "control-plane database: postgresql://USER:PASS@HOST/DB for clusters, sqlite:///FILE embedded "
+            "(empty: likeness.db beside a local storage root, e.g. var/likeness.db)"
+        },
+    )
     # --- trainer ---
+    role: str = field(
+        default="all", metadata={"help": "trainer role: api (RPCs only), worker (trains leased jobs) or all (both)"}
+    )
+    lease_seconds: float = field(
+        default=15.0, metadata={"help": "a worker's lease on a job lasts this long past its last heartbeat"}
+    )
+    heartbeat_seconds: float = field(
+        default=2.0, metadata={"help": "how often a worker renews its lease and reads cancel requests"}
+    )
+    watch_poll_ms: int = field(default=100, metadata={"help": "how often watchers look for new job events, ms"})
     trainer_queue_capacity: int = field(default=16, metadata={"help": "queued training jobs before refusing"})
     trainer_progress_interval_seconds: float = field(
         default=1.0, metadata={"help": "least time between two progress events of a job"}
@@ -70,6 +88,17 @@ class Settings:
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL to open: the setting, else an SQLite file beside the local storage root (or in the
+        cache folder when storage is remote, which suits one node only)."""
+        if self.database_url:
+            return self.database_url
+        if self.storage_root_is_local:
+            root = Path(self.storage_url.removeprefix("file://")).expanduser().absolute()
+            return f"sqlite:///{root.parent / 'likeness.db'}"
+        return f"sqlite:///{Path(self.cache_dir).expanduser().absolute() / 'likeness.db'}"
 
 
 _KIND_NAMES = {"int": "an integer", "float": "a number"}
@@ -190,6 +219,19 @@ def validate(settings: Settings) -> None:
         raise InvalidArgument(f"must be 0 (automatic) or positive, got {settings.torch_threads}", field="torch_threads")
     if settings.grace_seconds < 0 or settings.batch_window_ms < 0:
         raise InvalidArgument("must not be negative", field="grace_seconds/batch_window_ms")
+    if settings.role not in {"all", "api", "worker"}:
+        raise InvalidArgument(f"must be api, worker or all, got {settings.role!r}", field="role")
+    if settings.heartbeat_seconds <= 0 or settings.watch_poll_ms <= 0:
+        raise InvalidArgument("must be positive", field="heartbeat_seconds/watch_poll_ms")
+    if settings.lease_seconds < 2 * settings.heartbeat_seconds:
+        raise InvalidArgument(
+            f"must be at least twice heartbeat_seconds ({settings.heartbeat_seconds}) so one late heartbeat does not "
+            f"lose the lease, got {settings.lease_seconds}",
+            field="lease_seconds",
+        )
+    from likeness.controlplane.database import parse_database_url
+
+    parse_database_url(settings.resolved_database_url)
     device = settings.device
     if not (device in {"auto", "cpu", "cuda", "mps"} or (device.startswith("cuda:") and device[5:].isdigit())):
         raise InvalidArgument(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", field="device")

@@ -2,7 +2,8 @@
 
 Preparation itself (decode, orient, crop, dedupe) is `likeness.dataset`; this module adds what the service
 needs around it: limits on what a client may upload, default resolution from the base model, photos referenced
-by storage key, and the stored report.
+by storage key, the stored report, and the dataset's row in the control-plane database (`DatasetCatalog`).
+A dataset's files are in shared storage; its row is written after them, so a row always names a complete dataset.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from likeness.errors import InvalidArgument, NotFound, ResourceExhausted
 from likeness.models.catalog import BaseModelCatalog
 from likeness.storage.base import Storage
 from likeness.storage.layout import dataset_contact_sheet_key, dataset_prefix, tenant_prefix
-from likeness.storage.manifest import DatasetManifest
+from likeness.storage.manifest import DatasetManifest, parse_rfc3339
+from likeness.trainer.store import DatasetRecord, JobStore
 
 #: Most bytes one PrepareDataset upload may carry in total (all photos together).
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
@@ -105,24 +107,79 @@ def prepare_options(
     return options
 
 
-def prepare_and_publish(
-    storage: Storage, tenant: str, photos: list[PhotoInput], options: PrepareOptions, display_name: str = ""
-) -> tuple[DatasetManifest, dict[str, Any]]:
-    """Prepares photos and publishes the dataset; returns its manifest and report."""
-    prepared = prepare_photos(photos, options)
-    if display_name:
-        prepared.options["display_name"] = display_name
-    manifest = publish_dataset(storage, tenant, prepared, options, source="upload")
-    return manifest, {"dataset_id": manifest.dataset_id, **prepared.report_json()}
+class DatasetCatalog:
+    """Datasets of the control plane: files in shared storage, one row each in the database."""
 
+    def __init__(self, storage: Storage, store: JobStore) -> None:
+        self.storage = storage
+        self.store = store
 
-def read_dataset(storage: Storage, tenant: str, dataset_id: str) -> tuple[DatasetManifest, dict[str, Any]]:
-    """A published dataset's manifest and report; NotFound for an unknown id."""
-    manifest = load_dataset_manifest(storage, tenant, dataset_id)
-    report = storage.read_json(f"{dataset_prefix(tenant, dataset_id)}/{REPORT_NAME}")
-    return manifest, report
+    def publish(
+        self, tenant: str, prepared: Any, options: PrepareOptions, *, source: str = "upload"
+    ) -> DatasetManifest:
+        manifest = publish_dataset(self.storage, tenant, prepared, options, source=source)
+        try:
+            self._record(manifest, prepared.options.get("display_name", ""))
+        except BaseException:
+            self.storage.delete_prefix(dataset_prefix(tenant, manifest.dataset_id))
+            raise
+        return manifest
 
+    def _record(self, manifest: DatasetManifest, display_name: str) -> DatasetRecord:
+        record = DatasetRecord(
+            dataset_id=manifest.dataset_id,
+            tenant=manifest.tenant,
+            resolution=manifest.resolution,
+            image_count=manifest.image_count,
+            display_name=display_name,
+            source=manifest.source,
+            create_time=parse_rfc3339(manifest.created_at).timestamp(),
+        )
+        self.store.add_dataset(record)
+        return record
 
-def contact_sheet(storage: Storage, tenant: str, dataset_id: str) -> bytes:
-    key = dataset_contact_sheet_key(tenant, dataset_id)
-    return storage.read_bytes(key) if storage.exists(key) else b""
+    def discard(self, tenant: str, dataset_id: str) -> None:
+        self.store.delete_dataset(tenant, dataset_id)
+
+    def get(self, tenant: str, dataset_id: str) -> DatasetRecord:
+        """The dataset's row; NotFound for an unknown id.
+
+        A dataset published straight to storage (by `likeness prepare --storage-url`, or before the control plane
+        existed) is adopted: its row is written from its manifest the first time it is asked for.
+        """
+        record = self.store.get_dataset(tenant, dataset_id)
+        if record is not None:
+            return record
+        manifest = load_dataset_manifest(self.storage, tenant, dataset_id)
+        report = self.storage.read_json(f"{dataset_prefix(tenant, dataset_id)}/{REPORT_NAME}")
+        try:
+            return self._record(manifest, (report.get("options") or {}).get("display_name", ""))
+        except Exception:
+            existing = self.store.get_dataset(tenant, dataset_id)  # adopted by a concurrent call
+            if existing is None:
+                raise
+            return existing
+
+    def resolution(self, tenant: str, dataset_id: str) -> int:
+        return self.get(tenant, dataset_id).resolution
+
+    def prepare_and_publish(
+        self, tenant: str, photos: list[PhotoInput], options: PrepareOptions, display_name: str = ""
+    ) -> tuple[DatasetManifest, dict[str, Any]]:
+        """Prepares photos and publishes the dataset; returns its manifest and report."""
+        prepared = prepare_photos(photos, options)
+        if display_name:
+            prepared.options["display_name"] = display_name
+        manifest = self.publish(tenant, prepared, options, source="upload")
+        return manifest, {"dataset_id": manifest.dataset_id, **prepared.report_json()}
+
+    def read(self, tenant: str, dataset_id: str) -> tuple[DatasetManifest, dict[str, Any]]:
+        """A dataset's manifest and report; NotFound for an unknown id."""
+        self.get(tenant, dataset_id)
+        manifest = load_dataset_manifest(self.storage, tenant, dataset_id)
+        report = self.storage.read_json(f"{dataset_prefix(tenant, dataset_id)}/{REPORT_NAME}")
+        return manifest, report
+
+    def contact_sheet(self, tenant: str, dataset_id: str) -> bytes:
+        key = dataset_contact_sheet_key(tenant, dataset_id)
+        return self.storage.read_bytes(key) if self.storage.exists(key) else b""

@@ -1,9 +1,12 @@
 """Executing one training job end to end: inputs from storage, training, checkpoints, the published model.
 
-`execute_job` is what a job worker process runs (on every process of a data-parallel run). It reports through
-`emit(event_dict)` on the main process only; the job runner turns those into the job's events and record. The
-subject model is published (weights, samples, manifest last) only after training succeeded, under the model id
-reserved in the job record, so a job that is re-run after a crash finds its model already there and stops.
+`execute_job` is what a training process runs (on every process of a data-parallel run). It reports through
+`emit(event_type, **payload)` on the main process only; the worker supervisor turns those into the job's events
+and record. The subject model is published (weights, samples, manifest last) only after training succeeded, under
+the model id reserved in the job record, so a job that is re-run after a crash finds its model already there.
+
+Fencing: before each checkpoint and before publishing, `lease_guard()` must confirm the worker still holds the
+job's lease; a run whose lease may have been taken over stops without writing (`LeaseNotHeld`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +28,13 @@ from likeness.models.catalog import BaseModelCatalog
 from likeness.storage.base import Storage
 from likeness.storage.layout import (
     MANIFEST_NAME,
-    job_record_key,
     job_validation_prefix,
     model_manifest_key,
     model_prefix,
 )
 from likeness.storage.manifest import SubjectModelManifest, utc_now_rfc3339
 from likeness.trainer.config import TrainingConfig
+from likeness.trainer.protocol import StopReason, WorkerEventType
 from likeness.trainer.training.checkpoints import CheckpointStore
 from likeness.trainer.training.data import TrainingData
 from likeness.trainer.training.export import save_subject_weights
@@ -48,21 +51,30 @@ from likeness.trainer.training.prior import class_images_for_run
 
 log = logging.getLogger("likeness.trainer.execution")
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[..., None]
+LoadPipeline = Callable[[str], Any]
 SAMPLES_DIR = "samples"
+
+
+class LeaseNotHeld(Cancelled):
+    """The worker can no longer prove it holds the job's lease: another worker may own the job now."""
 
 
 @dataclass
 class StopSignal:
-    """Why a run should stop: None (keep going), "cancel" or "preempt" (stop, checkpoint, resume later)."""
+    """Why a run should stop, polled once per step: None (keep going) or a StopReason."""
 
-    read: Callable[[], str | None]
-    reason: str | None = field(default=None)
+    read: Callable[[], StopReason | None]
+    reason: StopReason | None = field(default=None)
 
     def __call__(self) -> bool:
         if self.reason is None:
             self.reason = self.read()
         return self.reason is not None
+
+
+def no_lease_guard() -> None:
+    """For runs outside a worker (tests, scripts): nothing to prove."""
 
 
 def _succeeded_event(storage: Storage, tenant: str, model_id: str, size_bytes: int | None = None) -> dict[str, Any]:
@@ -71,7 +83,7 @@ def _succeeded_event(storage: Storage, tenant: str, model_id: str, size_bytes: i
     if size_bytes is None:
         # Only after a crash between publishing and recording success: read the weights back to size them.
         size_bytes = sum(len(storage.read_bytes(f"{prefix}/{path}")) for path in manifest["weights"])
-    return {"type": "succeeded", "manifest": manifest, "size_bytes": size_bytes}
+    return {"manifest": manifest, "size_bytes": size_bytes}
 
 
 def _instance_prompts(config: TrainingConfig, images: list[str], captions: dict[str, str]) -> list[str]:
@@ -141,38 +153,40 @@ def _publish_model(
 def execute_job(
     storage: Storage,
     catalog: BaseModelCatalog,
+    job: Mapping[str, Any],
     *,
-    tenant: str,
-    job_id: str,
     emit: Emit,
     stop: StopSignal,
+    lease_guard: Callable[[], None] = no_lease_guard,
+    load_pipeline: LoadPipeline | None = None,
     accelerator: Accelerator | None = None,
     device: torch.device | None = None,
     work_dir: Path | None = None,
     metric_hooks: list[str] | None = None,
     progress_interval_seconds: float = 1.0,
-) -> str:
-    """Trains the job `job_id` as its record in storage says and returns "succeeded", "cancelled" or "preempted".
+) -> WorkerEventType:
+    """Trains `job` ({tenant, job_id, model_id, config}) and returns SUCCEEDED, CANCELLED or PREEMPTED.
 
     Resumes from the job's latest checkpoint when there is one. Raises domain errors for failures (the caller
     reports them). With several processes, every process calls this with its own accelerator; only the main
-    one emits events and writes to storage.
+    one emits events and writes to storage. `load_pipeline(base_model_id)` returns a fresh pipeline the run may
+    modify (a warm worker hands out copies of one it keeps loaded).
     """
-    record = storage.read_json(job_record_key(tenant, job_id))
-    config = TrainingConfig.from_dict(record["config"])
-    model_id = record["model_id"]
+    tenant, job_id, model_id = job["tenant"], job["job_id"], job["model_id"]
+    config = TrainingConfig.from_dict(job["config"])
     accelerator = accelerator or make_accelerator(config, device)
     main = accelerator.is_main_process
     if storage.is_published(model_prefix(tenant, model_id)):
         # Trained and published before a crash lost the job's final state: nothing to redo.
         if main:
-            emit(_succeeded_event(storage, tenant, model_id))
-        return "succeeded"
+            emit(WorkerEventType.SUCCEEDED, **_succeeded_event(storage, tenant, model_id))
+        return WorkerEventType.SUCCEEDED
     own_work_dir = work_dir is None
     work_dir = Path(tempfile.mkdtemp(prefix=f"likeness-{job_id}-")) if work_dir is None else Path(work_dir)
+    load = load_pipeline or (lambda base_id: catalog.load(base_id, device="cpu", dtype=torch.float32))
     try:
         spec = catalog.resolve(config.base_model)
-        pipeline = catalog.load(config.base_model, device="cpu", dtype=torch.float32)
+        pipeline = load(config.base_model)
         manifest, images = load_dataset_images(storage, tenant, config.dataset_id)
         prompts = _instance_prompts(config, manifest.images, manifest.captions)
         resolution = config.resolution or manifest.resolution
@@ -206,23 +220,22 @@ def execute_job(
             if main:
                 shutil.rmtree(resume_from, ignore_errors=True)
                 checkpoints.download(steps[-1], resume_from)
-                emit({"type": "resuming", "step": steps[-1]})
+                emit(WorkerEventType.RESUMING, step=steps[-1])
             accelerator.wait_for_everyone()
 
         def on_progress(progress: TrainingProgress) -> None:
-            emit({"type": "progress", **progress.__dict__})
+            emit(WorkerEventType.PROGRESS, **progress.__dict__)
 
         def on_checkpoint(step: int, folder: Path) -> None:
+            lease_guard()
             key, seconds = checkpoints.publish(step, folder, config.checkpointing.keep_last)
-            emit({"type": "checkpoint_saved", "step": step, "key": key, "write_seconds": seconds})
+            emit(WorkerEventType.CHECKPOINT_SAVED, step=step, key=key, write_seconds=seconds)
 
         def on_validation(step: int, rendered: list[ValidationImage]) -> None:
             emit(
-                {
-                    "type": "validation_images",
-                    "step": step,
-                    "images": _store_validation(storage, tenant, job_id, step, rendered),
-                }
+                WorkerEventType.VALIDATION_IMAGES,
+                step=step,
+                images=_store_validation(storage, tenant, job_id, step, rendered),
             )
 
         callbacks = TrainingCallbacks(
@@ -230,7 +243,7 @@ def execute_job(
             on_checkpoint=on_checkpoint,
             on_validation=on_validation,
             should_stop=stop,
-            checkpoint_on_stop=lambda: stop.reason == "preempt",
+            checkpoint_on_stop=lambda: stop.reason == StopReason.PREEMPT,
             progress_interval_seconds=progress_interval_seconds,
         )
         config.resolution = resolution
@@ -244,15 +257,16 @@ def execute_job(
             work_dir=work_dir / "checkpoints",
         )
         emit(
-            {
-                "type": "rank_done",
-                "rank": accelerator.process_index,
-                "steps": result.steps_completed - result.resumed_from_step,
-            }
+            WorkerEventType.RANK_DONE,
+            rank=accelerator.process_index,
+            steps=result.steps_completed - result.resumed_from_step,
         )
         if result.cancelled:
-            return "preempted" if stop.reason == "preempt" else "cancelled"
+            if stop.reason == StopReason.LEASE_LOST:
+                raise LeaseNotHeld("the lease on the job was lost; stopped without publishing")
+            return WorkerEventType.PREEMPTED if stop.reason == StopReason.PREEMPT else WorkerEventType.CANCELLED
         if main:
+            lease_guard()
             size_bytes = _publish_model(
                 storage,
                 tenant=tenant,
@@ -266,9 +280,9 @@ def execute_job(
                 metric_hooks=list(metric_hooks or []),
             )
             checkpoints.delete_all()
-            emit(_succeeded_event(storage, tenant, model_id, size_bytes))
+            emit(WorkerEventType.SUCCEEDED, **_succeeded_event(storage, tenant, model_id, size_bytes))
         accelerator.wait_for_everyone()
-        return "succeeded"
+        return WorkerEventType.SUCCEEDED
     finally:
         if own_work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)

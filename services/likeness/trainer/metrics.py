@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-JOBS = Gauge("likeness_trainer_jobs", "Training jobs known to this trainer, by state", ["state"])
-QUEUE_DEPTH = Gauge("likeness_trainer_queue_depth", "Training jobs waiting in the queue")
+JOBS = Gauge("likeness_trainer_jobs", "Training jobs in the control-plane database, by state", ["state"])
+QUEUE_DEPTH = Gauge("likeness_trainer_queue_depth", "Training jobs waiting in the queue (all replicas)")
+DATABASE_UP = Gauge("likeness_trainer_database_up", "1 while the control-plane database answers, else 0")
 JOBS_FINISHED = Counter("likeness_trainer_jobs_finished_total", "Training jobs that ended, by final state", ["state"])
 STEPS = Counter("likeness_trainer_steps_total", "Optimisation steps trained", ["device"])
 STEP_SECONDS = Histogram(

@@ -1,23 +1,49 @@
-"""The trainer as a ServiceComponent of the shared server bootstrap: `TrainerComponent(settings)`."""
+"""The trainer as a ServiceComponent of the shared server bootstrap: `TrainerComponent(settings)`.
+
+One binary, three roles (`--role`): `api` answers every TrainerService RPC from the control-plane database (any
+number of CPU replicas behind one Service); `worker` runs one supervisor per device that leases and trains jobs
+(any number of GPU replicas); `all` is both in one process, the embedded default.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 
+from likeness.controlplane.database import Database
+from likeness.controlplane.migrate import migrate
+from likeness.errors import Unavailable
 from likeness.models.catalog import BaseModelCatalog
 from likeness.server.settings import Settings
 from likeness.storage.base import open_storage
-from likeness.trainer.jobs import JobManager, WorkerOptions, device_slots
+from likeness.trainer import metrics
+from likeness.trainer.datasets import DatasetCatalog
+from likeness.trainer.devices import device_slots
+from likeness.trainer.jobs import TrainingJobs
+from likeness.trainer.leases import LeaseQueue
 from likeness.trainer.servicer import TrainerServicer, add_to_server
+from likeness.trainer.spec import SpecValidator
+from likeness.trainer.states import JobState
+from likeness.trainer.store import JobStore
+from likeness.trainer.supervisor import WorkerOptions, WorkerSupervisor
 from likeness.trainer.v1 import trainer_service_pb2 as pb
+from likeness.trainer.watch import EventFollower
+
+log = logging.getLogger("likeness.trainer")
+
+ROLES = ("all", "api", "worker")
+#: How often the component checks the database (health) and refreshes the queue gauges.
+MONITOR_SECONDS = 2.0
 
 
 class TrainerComponent:
-    """Serves likeness.trainer.v1.TrainerService; runs queued jobs on this machine's devices.
+    """Serves likeness.trainer.v1.TrainerService (roles api, all) and trains leased jobs (roles worker, all).
 
     `metric_hooks` ("package.module:function") add metrics to every published subject model's manifest;
     `processes_per_job` > 1 trains each job data-parallel on that many processes under `accelerate launch`.
@@ -28,36 +54,113 @@ class TrainerComponent:
 
     def __init__(self, settings: Settings, *, metric_hooks: Sequence[str] = (), processes_per_job: int = 1) -> None:
         self.settings = settings
-        storage = open_storage(settings.storage_url, cache_dir=Path(settings.cache_dir) / "storage")
-        catalog = BaseModelCatalog(settings.base_models, Path(settings.cache_dir) / "base-models")
-        worker = WorkerOptions(
+        self.role = settings.role
+        self.database = Database(settings.resolved_database_url)
+        self.store = JobStore(self.database)
+        self.storage = open_storage(settings.storage_url, cache_dir=Path(settings.cache_dir) / "storage")
+        self.catalog = BaseModelCatalog(settings.base_models, Path(settings.cache_dir) / "base-models")
+        work_available, heartbeat_now = threading.Event(), threading.Event()
+        self.follower = EventFollower(self.store, poll_seconds=settings.watch_poll_ms / 1000.0)
+        slots = device_slots(settings.device) if self.role in ("worker", "all") else []
+        self.datasets = DatasetCatalog(self.storage, self.store)
+        validator = SpecValidator(
+            self.catalog,
+            self.datasets.resolution,
+            default_base_model=settings.default_base_model,
+            worker_devices=[slot.worker_device for slot in slots],
+        )
+        self.jobs = TrainingJobs(
+            self.store,
+            self.storage,
+            self.catalog,
+            self.datasets,
+            validator,
+            queue_capacity=settings.trainer_queue_capacity,
+            work_available=work_available,
+            heartbeat_now=heartbeat_now,
+        )
+        self.servicer = TrainerServicer(self.jobs, self.follower)
+        options = WorkerOptions(
             storage_url=settings.storage_url,
             base_models=settings.base_models,
             cache_dir=str(Path(settings.cache_dir) / "base-models"),
+            work_root=Path(settings.cache_dir) / "trainer-work",
             progress_interval_seconds=settings.trainer_progress_interval_seconds,
             metric_hooks=tuple(metric_hooks),
             processes_per_job=processes_per_job,
-            work_root=Path(settings.cache_dir) / "trainer-work",
+            heartbeat_seconds=settings.heartbeat_seconds,
+            torch_threads=settings.torch_threads,
         )
-        self.manager = JobManager(
-            storage,
-            catalog,
-            worker,
-            slots=device_slots(settings.device),
-            queue_capacity=settings.trainer_queue_capacity,
-            default_base_model=settings.default_base_model,
-        )
-        self.servicer = TrainerServicer(self.manager)
+        leases = LeaseQueue(self.database, lease_seconds=settings.lease_seconds)
+        self.supervisors = [
+            WorkerSupervisor(
+                leases,
+                slot,
+                options,
+                work_available=work_available,
+                heartbeat_now=heartbeat_now,
+                on_event_written=self.follower.notify,
+            )
+            for slot in slots
+        ]
+        self._monitor: asyncio.Task[None] | None = None
+        self._report_health: Callable[[bool], object] | None = None
+        self._database_up = True
 
     def register(self, server: grpc.aio.Server) -> None:
-        add_to_server(self.servicer, server)
+        # A worker serves health and metrics only: no client traffic is routed to it.
+        if self.role != "worker":
+            add_to_server(self.servicer, server)
+
+    def bind_health(self, report: Callable[[bool], object]) -> None:
+        """The bootstrap's callback that sets this component's health (SERVING / NOT_SERVING)."""
+        self._report_health = report
 
     async def start(self) -> None:
-        """Recovers jobs from storage, materialises the default base model, then starts the device runners."""
-        await asyncio.to_thread(self.manager.recover)
-        if self.settings.default_base_model in self.manager.catalog:
-            await asyncio.to_thread(self.manager.catalog.resolve, self.settings.default_base_model)
-        self.manager.start()
+        """Migrates the database, materialises the default base model, starts the poller and the supervisors."""
+        try:
+            await asyncio.to_thread(migrate, self.database)
+        except Unavailable as error:
+            raise Unavailable(f"cannot start the trainer: {error.message}") from None
+        if self.settings.default_base_model in self.catalog:
+            await asyncio.to_thread(self.catalog.resolve, self.settings.default_base_model)
+        await self.follower.start()
+        for supervisor in self.supervisors:
+            supervisor.start()
+        self._monitor = asyncio.create_task(self._watch_database(), name="trainer-database-monitor")
+        log.info("trainer started", extra={"role": self.role, "database": self.database.where})
+
+    async def _watch_database(self) -> None:
+        """Health follows the database: NOT_SERVING while it is unreachable, SERVING again when it is back."""
+        while True:
+            try:
+                counts = await asyncio.to_thread(self.store.count_by_state)
+                up = True
+            except Unavailable:
+                counts, up = None, False
+            except Exception:
+                log.exception("database monitor failed")
+                counts, up = None, False
+            if counts is not None:
+                for state in JobState:
+                    metrics.JOBS.labels(state.value).set(counts[state])
+                metrics.QUEUE_DEPTH.set(counts[JobState.QUEUED])
+            metrics.DATABASE_UP.set(1 if up else 0)
+            if up != self._database_up:
+                self._database_up = up
+                log.warning("control-plane database %s", "is back" if up else "is unreachable")
+                if self._report_health is not None:
+                    result = self._report_health(up)
+                    if asyncio.iscoroutine(result):
+                        await result
+            await asyncio.sleep(MONITOR_SECONDS)
 
     async def stop(self, grace_seconds: float) -> None:
-        await asyncio.to_thread(self.manager.stop, grace_seconds)
+        self.jobs.accepting = False
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await asyncio.gather(*(asyncio.to_thread(s.stop, grace_seconds) for s in self.supervisors))
+        await self.follower.stop()
+        await asyncio.to_thread(self.database.dispose)

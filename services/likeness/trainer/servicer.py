@@ -1,7 +1,7 @@
 """TrainerService over gRPC: protobuf <-> domain translation only.
 
-Domain errors raised here or below are mapped to status codes by the bootstrap's interceptor. Blocking domain
-calls (storage, photo preparation) run in worker threads so the event loop keeps serving other calls.
+Domain errors raised here or below are mapped to status codes by the bootstrap's interceptor. Every domain call
+blocks (database, storage, photo preparation), so each runs in a worker thread and the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -19,20 +19,16 @@ from likeness.server.context import current_tenant
 from likeness.storage.base import Storage
 from likeness.storage.layout import model_prefix
 from likeness.trainer import datasets
-from likeness.trainer import events as ev
 from likeness.trainer.config import TrainingConfig
-from likeness.trainer.jobs import JobManager, JobRecord
+from likeness.trainer.jobs import TrainingJobs
+from likeness.trainer.states import TERMINAL_STATES, JobEventType, JobState
+from likeness.trainer.store import JobRecord, as_datetime
 from likeness.trainer.v1 import trainer_service_pb2 as pb
 from likeness.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
+from likeness.trainer.watch import EventFollower
 from likeness.type.v1 import types_pb2
 
-STATE_TO_PB = {
-    "QUEUED": pb.JOB_STATE_QUEUED,
-    "RUNNING": pb.JOB_STATE_RUNNING,
-    "SUCCEEDED": pb.JOB_STATE_SUCCEEDED,
-    "FAILED": pb.JOB_STATE_FAILED,
-    "CANCELLED": pb.JOB_STATE_CANCELLED,
-}
+STATE_TO_PB = {state: pb.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
 STATE_FROM_PB = {value: name for name, value in STATE_TO_PB.items()}
 METHOD_TO_PB = {"lora": types_pb2.TRAINING_METHOD_LORA, "full": types_pb2.TRAINING_METHOD_FULL}
 METHOD_FROM_PB = {types_pb2.TRAINING_METHOD_UNSPECIFIED: "", **{v: k for k, v in METHOD_TO_PB.items()}}
@@ -219,41 +215,44 @@ def subject_model_to_pb(model: dict[str, Any]) -> types_pb2.SubjectModel:
     )
 
 
-def job_to_pb(manager: JobManager, record: JobRecord) -> pb.TrainingJob:
+def job_to_pb(record: JobRecord, queue_position: int = 0) -> pb.TrainingJob:
     job = pb.TrainingJob(
         job_id=record.job_id,
         state=STATE_TO_PB[record.state],
         spec=spec_from_config(record.training_config),
         progress=progress_to_pb(record.progress) if record.progress else None,
-        queue_position=manager.queue_position(record),
-        subject_model_id=record.model_id if record.state == "SUCCEEDED" else "",
+        queue_position=queue_position,
+        subject_model_id=record.model_id if record.state == JobState.SUCCEEDED else "",
         error=record.error,
         idempotency_key=record.idempotency_key,
-        create_time=timestamp(record.create_time),
-        last_sequence=manager.last_sequence(record),
+        create_time=timestamp(as_datetime(record.create_time)),
+        last_sequence=record.last_sequence,
         last_checkpoint_step=record.last_checkpoint_step,
         resume_count=record.resume_count,
+        priority=record.priority,
     )
-    if record.start_time:
-        job.start_time.CopyFrom(timestamp(record.start_time))
-    if record.end_time:
-        job.end_time.CopyFrom(timestamp(record.end_time))
+    if record.start_time is not None:
+        job.start_time.CopyFrom(timestamp(as_datetime(record.start_time)))
+    if record.end_time is not None:
+        job.end_time.CopyFrom(timestamp(as_datetime(record.end_time)))
     return job
 
 
 def event_to_pb(storage: Storage, event: dict[str, Any]) -> pb.WatchTrainingJobResponse:
     """A stored event as a watch response; validation images are read from storage here."""
     response = pb.WatchTrainingJobResponse(sequence=event["sequence"], time=timestamp(event["time"]))
-    kind = event["type"]
-    if kind == ev.STATE_CHANGED:
-        response.state_changed.CopyFrom(pb.JobStateChanged(state=STATE_TO_PB[event["state"]], message=event["message"]))
-    elif kind == ev.PROGRESS:
+    kind = JobEventType(event["type"])
+    if kind == JobEventType.STATE_CHANGED:
+        response.state_changed.CopyFrom(
+            pb.JobStateChanged(state=STATE_TO_PB[JobState(event["state"])], message=event["message"])
+        )
+    elif kind == JobEventType.PROGRESS:
         response.progress.CopyFrom(progress_to_pb(event))
-    elif kind == ev.CHECKPOINT_SAVED:
+    elif kind == JobEventType.CHECKPOINT_SAVED:
         response.checkpoint_saved.CopyFrom(
             pb.CheckpointSaved(step=event["step"], key=event["key"], write_seconds=event["write_seconds"])
         )
-    elif kind == ev.VALIDATION_IMAGES:
+    elif kind == JobEventType.VALIDATION_IMAGES:
         images = [
             types_pb2.EncodedImage(
                 format=types_pb2.IMAGE_FORMAT_PNG,
@@ -265,7 +264,7 @@ def event_to_pb(storage: Storage, event: dict[str, Any]) -> pb.WatchTrainingJobR
             for image in event["images"]
         ]
         response.validation_images.CopyFrom(pb.ValidationImages(step=event["step"], images=images))
-    elif kind == ev.SUCCEEDED:
+    elif kind == JobEventType.SUCCEEDED:
         response.succeeded.CopyFrom(pb.JobSucceeded(subject_model=subject_model_to_pb(event["subject_model"])))
     return response
 
@@ -301,11 +300,30 @@ def dataset_to_pb(manifest: Any, report: dict[str, Any]) -> pb.Dataset:
 
 
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
-    """Implements likeness.trainer.v1.TrainerService on a JobManager."""
+    """Implements likeness.trainer.v1.TrainerService on the trainer's domain core."""
 
-    def __init__(self, manager: JobManager) -> None:
-        self.manager = manager
-        self.storage = manager.storage
+    def __init__(self, jobs: TrainingJobs, follower: EventFollower) -> None:
+        self.jobs = jobs
+        self.follower = follower
+        self.storage = jobs.storage
+
+    async def _job_to_pb(self, record: JobRecord) -> pb.TrainingJob:
+        (response,) = await self._jobs_to_pb([record])
+        return response
+
+    async def _jobs_to_pb(self, records: list[JobRecord]) -> list[pb.TrainingJob]:
+        positions = await asyncio.to_thread(self.jobs.queue_positions, records)
+        return [job_to_pb(record, positions.get(record.job_id, 0)) for record in records]
+
+    def _prepare_options(self, options: pb.DatasetOptions, base_model: str, resolution: int):
+        return datasets.prepare_options(
+            self.jobs.catalog,
+            base_model=base_model or options.base_model or self.jobs.default_base_model,
+            resolution=options.resolution or resolution,
+            subject_type=SUBJECT_TYPE_FROM_PB.get(options.subject_type, "auto"),
+            face_margin=_optional(options, "face_margin"),
+            dedupe_threshold=_optional(options, "dedupe_threshold"),
+        )
 
     async def PrepareDataset(self, request_iterator: AsyncIterator[pb.PrepareDatasetRequest], context) -> Any:
         tenant = current_tenant()
@@ -324,23 +342,12 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             await asyncio.to_thread(
                 datasets.photos_from_storage, self.storage, tenant, list(options.photo_uris), collector
             )
-        prepare_options = datasets.prepare_options(
-            self.manager.catalog,
-            base_model=options.base_model or self.manager.default_base_model,
-            resolution=options.resolution,
-            subject_type=SUBJECT_TYPE_FROM_PB.get(options.subject_type, "auto"),
-            face_margin=_optional(options, "face_margin"),
-            dedupe_threshold=_optional(options, "dedupe_threshold"),
-        )
+        prepare_options = await asyncio.to_thread(self._prepare_options, options, "", 0)
+        catalog = self.jobs.datasets
         manifest, report = await asyncio.to_thread(
-            datasets.prepare_and_publish,
-            self.storage,
-            tenant,
-            collector.photos(),
-            prepare_options,
-            options.display_name,
+            catalog.prepare_and_publish, tenant, collector.photos(), prepare_options, options.display_name
         )
-        sheet = await asyncio.to_thread(datasets.contact_sheet, self.storage, tenant, manifest.dataset_id)
+        sheet = await asyncio.to_thread(catalog.contact_sheet, tenant, manifest.dataset_id)
         return pb.PrepareDatasetResponse(
             dataset=dataset_to_pb(manifest, report),
             contact_sheet=types_pb2.EncodedImage(format=types_pb2.IMAGE_FORMAT_JPEG, data=sheet, name="contact_sheet"),
@@ -349,9 +356,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     async def GetDataset(self, request: pb.GetDatasetRequest, context) -> pb.GetDatasetResponse:
         if not request.dataset_id:
             raise InvalidArgument("must not be empty", field="dataset_id")
-        manifest, report = await asyncio.to_thread(
-            datasets.read_dataset, self.storage, current_tenant(), request.dataset_id
-        )
+        manifest, report = await asyncio.to_thread(self.jobs.datasets.read, current_tenant(), request.dataset_id)
         return pb.GetDatasetResponse(dataset=dataset_to_pb(manifest, report))
 
     async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest, context) -> pb.CreateTrainingJobResponse:
@@ -359,31 +364,30 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         photos = [
             PhotoInput(p.file_name or f"photo-{i:03d}", p.data, p.caption or None) for i, p in enumerate(request.photos)
         ]
+        spec = spec_to_dict(request.spec)
         options = None
         if photos:
-            dataset_options = request.dataset_options
-            options = datasets.prepare_options(
-                self.manager.catalog,
-                base_model=request.spec.base_model or dataset_options.base_model or self.manager.default_base_model,
-                resolution=dataset_options.resolution or request.spec.hyperparameters.resolution,
-                subject_type=SUBJECT_TYPE_FROM_PB.get(dataset_options.subject_type, "auto"),
-                face_margin=_optional(dataset_options, "face_margin"),
-                dedupe_threshold=_optional(dataset_options, "dedupe_threshold"),
+            options = await asyncio.to_thread(
+                self._prepare_options,
+                request.dataset_options,
+                request.spec.base_model,
+                request.spec.hyperparameters.resolution,
             )
         record, existing = await asyncio.to_thread(
-            self.manager.create_job,
+            self.jobs.create_job,
             tenant,
-            spec_to_dict(request.spec),
+            spec,
             idempotency_key=request.idempotency_key,
+            priority=request.priority,
             photos=photos,
             dataset_options=options,
             dataset_name=request.dataset_options.display_name,
         )
-        return pb.CreateTrainingJobResponse(job=job_to_pb(self.manager, record), existing=existing)
+        return pb.CreateTrainingJobResponse(job=await self._job_to_pb(record), existing=existing)
 
     async def GetTrainingJob(self, request: pb.GetTrainingJobRequest, context) -> pb.GetTrainingJobResponse:
-        record = self.manager.get_job(current_tenant(), request.job_id)
-        return pb.GetTrainingJobResponse(job=job_to_pb(self.manager, record))
+        record = await asyncio.to_thread(self.jobs.get_job, current_tenant(), request.job_id)
+        return pb.GetTrainingJobResponse(job=await self._job_to_pb(record))
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest, context) -> pb.ListTrainingJobsResponse:
         states = []
@@ -391,20 +395,21 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             if state not in STATE_FROM_PB:
                 raise InvalidArgument(f"unknown job state {state}", field="states")
             states.append(STATE_FROM_PB[state])
-        records, token = self.manager.list_jobs(current_tenant(), states, request.page_size, request.page_token)
-        return pb.ListTrainingJobsResponse(jobs=[job_to_pb(self.manager, r) for r in records], next_page_token=token)
+        records, token = await asyncio.to_thread(
+            self.jobs.list_jobs, current_tenant(), states, request.page_size, request.page_token
+        )
+        return pb.ListTrainingJobsResponse(jobs=await self._jobs_to_pb(records), next_page_token=token)
 
     async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest, context) -> pb.CancelTrainingJobResponse:
-        record = await asyncio.to_thread(self.manager.cancel_job, current_tenant(), request.job_id)
-        return pb.CancelTrainingJobResponse(job=job_to_pb(self.manager, record))
+        record = await asyncio.to_thread(self.jobs.cancel_job, current_tenant(), request.job_id)
+        return pb.CancelTrainingJobResponse(job=await self._job_to_pb(record))
 
     async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest, context) -> AsyncIterator[Any]:
         if request.after_sequence < 0:
             raise InvalidArgument("must not be negative", field="after_sequence")
-        tenant = current_tenant()
-        record = self.manager.get_job(tenant, request.job_id)
-        ended = record.state in ("SUCCEEDED", "FAILED", "CANCELLED")
-        async for event in self.manager.events.watch(tenant, record.job_id, request.after_sequence, ended=ended):
+        record = await asyncio.to_thread(self.jobs.get_job, current_tenant(), request.job_id)
+        ended = record.state in TERMINAL_STATES
+        async for event in self.follower.watch(record.job_id, request.after_sequence, ended=ended):
             yield await asyncio.to_thread(event_to_pb, self.storage, event)
 
 

@@ -1,22 +1,23 @@
-"""The job worker process: `python -m likeness.trainer.worker --storage-url URL --job-id JOB [...]`.
+"""The training process: `python -m likeness.trainer.worker --serve [...]` or `--job-file JOB.json`.
 
-The trainer service runs every job in one of these, one per device, so a crash, an out-of-memory kill or a leak
-in one job never takes the service down, and the device's memory is returned when the job ends. The same entry
-point runs a data-parallel job on several devices under accelerate:
+A worker supervisor (`likeness.trainer.supervisor`) runs one of these per device, so a crash, an out-of-memory
+kill or a leak in one job never takes the service down, and a process that dies is replaced. With `--serve` the
+process is *warm*: it imports torch and diffusers once, keeps the base model it last trained loaded, and takes
+job after job from stdin (`likeness.trainer.protocol`). With `--job-file` it runs one job and exits; that is how
+a data-parallel job runs on several devices under accelerate:
 
-    accelerate launch --num_processes 2 --cpu -m likeness.trainer.worker --storage-url var/storage --job-id JOB
+    accelerate launch --num_processes 2 --cpu -m likeness.trainer.worker --job-file job.json --storage-url ...
 
-Protocol with the parent: events are single stdout lines `@@likeness-event {json}` (main process only, plus one
-`rank_done` line per process); everything else on stdout/stderr is log output. The run stops when the stop file
-(`--stop-file`) appears: its content "cancel" or "preempt" says why (a preempted run checkpoints first). The
-process exits by itself when the parent (`--parent-pid`) dies, so a killed trainer leaves no orphan training.
-Exit status: 0 when the run succeeded, was cancelled or preempted (the last event says which), 1 on failure
-(the last event is `failed` with the error).
+The process exits by itself when its parent (`--parent-pid`) dies, so a killed supervisor leaves no orphan training.
+Exit status: 0 after `exit`, end of input, or a one-shot job that succeeded, was cancelled or preempted; 1 when a
+one-shot job failed (its outcome event says why).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import json
 import logging
 import os
@@ -27,41 +28,27 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-EVENT_PREFIX = "@@likeness-event "
-STOP_REASONS = ("cancel", "preempt")
+from likeness.trainer.protocol import (
+    LEASE_WRITE_MARGIN_SECONDS,
+    JobControl,
+    StopReason,
+    WorkerEventType,
+    encode_event,
+    parse_command,
+)
+
 PARENT_POLL_SECONDS = 0.5
 
 _emit_lock = threading.Lock()
+log = logging.getLogger("likeness.trainer.worker")
 
 
-def emit(event: dict[str, Any]) -> None:
-    """Writes one event line to stdout (flushed: the parent reads it as it comes)."""
-    line = EVENT_PREFIX + json.dumps(event, allow_nan=True) + "\n"
+def emit(event_type: WorkerEventType, **payload: Any) -> None:
+    """Writes one event line to stdout (flushed: the supervisor reads it as it comes)."""
+    line = encode_event(event_type, **payload)
     with _emit_lock:
         sys.stdout.write(line)
         sys.stdout.flush()
-
-
-def parse_event_line(line: str) -> dict[str, Any] | None:
-    """The event of a worker stdout line, or None for a log line."""
-    if not line.startswith(EVENT_PREFIX):
-        return None
-    try:
-        event = json.loads(line[len(EVENT_PREFIX) :])
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def read_stop_file(path: Path | None) -> str | None:
-    """The stop reason written to `path`, or None while it does not exist (one stat per call)."""
-    if path is None or not path.exists():
-        return None
-    try:
-        reason = path.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return reason if reason in STOP_REASONS else "cancel"
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -76,19 +63,122 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="likeness.trainer.worker", description="Run one training job.")
-    parser.add_argument("--storage-url", required=True, help="shared storage holding the job record")
-    parser.add_argument("--job-id", required=True)
-    parser.add_argument("--tenant", default="default")
+    parser = argparse.ArgumentParser(prog="likeness.trainer.worker", description="Run training jobs.")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--serve", action="store_true", help="take jobs from stdin until `exit` (a warm worker)")
+    mode.add_argument("--job-file", help="run the one job in this JSON file ({job, control_file}) and exit")
+    parser.add_argument("--storage-url", required=True, help="shared storage with the job's dataset")
     parser.add_argument("--base-models", default=None, help="base model catalog spec (default: the built-ins)")
     parser.add_argument("--cache-dir", default=None, help="local cache (base models)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: what accelerate picks)")
     parser.add_argument("--work-dir", default=None, help="local scratch folder, the same for every process")
-    parser.add_argument("--stop-file", default=None, help="file whose appearance stops the run")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
     parser.add_argument("--progress-interval", type=float, default=1.0, help="least seconds between progress events")
     parser.add_argument("--metric-hook", action="append", default=[], help="package.module:function (repeatable)")
     return parser
+
+
+class WarmPipelines:
+    """Keeps the base model of the last job loaded and hands each run its own copy (runs modify the pipeline)."""
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+        self._base_id: str | None = None
+        self._template: Any = None
+
+    def load(self, base_model_id: str) -> Any:
+        import torch
+
+        if self._base_id != base_model_id:
+            self._template = None
+            gc.collect()
+            self._template = self.catalog.load(base_model_id, device="cpu", dtype=torch.float32)
+            self._base_id = base_model_id
+        return copy.deepcopy(self._template)
+
+
+class Runner:
+    """Runs jobs in this process with the storage, catalog and (warm) base model it keeps between them."""
+
+    def __init__(self, args: argparse.Namespace, main_process: bool) -> None:
+        from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
+        from likeness.storage.base import open_storage
+
+        self.args = args
+        self.main_process = main_process
+        self.storage = open_storage(args.storage_url)
+        self.catalog = BaseModelCatalog(args.base_models or DEFAULT_CATALOG_SPEC, args.cache_dir)
+        self.pipelines = WarmPipelines(self.catalog)
+
+    def run(self, job: dict[str, Any], control_file: Path, *, warm: bool) -> WorkerEventType:
+        """Runs one job and emits its outcome event; returns the outcome."""
+        import torch
+
+        from likeness.errors import Cancelled, LikenessError
+        from likeness.trainer.execution import LeaseNotHeld, StopSignal, execute_job
+
+        control = JobControl(control_file)
+
+        def read_stop() -> StopReason | None:
+            state = control.read()
+            return state.stop or (None if state.lease_held() else StopReason.LEASE_LOST)
+
+        def lease_guard() -> None:
+            if not control.read().lease_held(LEASE_WRITE_MARGIN_SECONDS):
+                raise LeaseNotHeld("the worker cannot confirm its lease on the job; it stops without writing")
+
+        stop = StopSignal(read_stop)
+        if warm:
+            _reset_accelerate()
+        try:
+            outcome = execute_job(
+                self.storage,
+                self.catalog,
+                job,
+                emit=emit,
+                stop=stop,
+                lease_guard=lease_guard,
+                load_pipeline=self.pipelines.load if warm else None,
+                device=torch.device(self.args.device) if self.args.device else None,
+                work_dir=Path(self.args.work_dir) / job["job_id"] if self.args.work_dir else None,
+                metric_hooks=self.args.metric_hook,
+                progress_interval_seconds=self.args.progress_interval,
+            )
+        except LeaseNotHeld as error:
+            outcome, payload = WorkerEventType.LEASE_LOST, {"error": error.message}
+        except LikenessError as error:
+            if isinstance(error, Cancelled) and stop.reason:
+                outcome = _stopped_outcome(stop.reason)
+                payload = {}
+            else:
+                outcome, payload = WorkerEventType.FAILED, {"error": error.message, "code": type(error).__name__}
+        except Exception as error:
+            log.error("training failed\n%s", traceback.format_exc())
+            outcome, payload = WorkerEventType.FAILED, {"error": f"{type(error).__name__}: {error}", "code": "Internal"}
+        else:
+            payload = {}
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if self.main_process and outcome != WorkerEventType.SUCCEEDED:
+            emit(outcome, **payload)  # a success was reported with its model by execute_job
+        return outcome
+
+
+def _stopped_outcome(reason: StopReason) -> WorkerEventType:
+    return {
+        StopReason.PREEMPT: WorkerEventType.PREEMPTED,
+        StopReason.LEASE_LOST: WorkerEventType.LEASE_LOST,
+    }.get(reason, WorkerEventType.CANCELLED)
+
+
+def _reset_accelerate() -> None:
+    # accelerate keeps process-wide state; each job of a warm worker may ask for other precision or accumulation.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
     state = PartialState(cpu=args.device == "cpu")
-    main_process = state.is_main_process
     try:
-        return _run(args, main_process)
+        runner = Runner(args, state.is_main_process)
+        if args.job_file:
+            spec = json.loads(Path(args.job_file).read_text(encoding="utf-8"))
+            outcome = runner.run(spec["job"], Path(spec["control_file"]), warm=False)
+            return 1 if outcome == WorkerEventType.FAILED else 0
+        return _serve(runner)
     finally:
         if state.use_distributed:
             # Without this, torchrun-launched processes abort at exit ("terminate called without an active
@@ -111,46 +205,19 @@ def main(argv: list[str] | None = None) -> int:
             state.destroy_process_group()
 
 
-def _run(args: argparse.Namespace, main_process: bool) -> int:
-    import torch
+def _serve(runner: Runner) -> int:
+    # The heavy imports happen before `ready`, so the first job pays none of them.
+    import likeness.trainer.execution  # noqa: F401
 
-    from likeness.errors import Cancelled, LikenessError
-    from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
-    from likeness.storage.base import open_storage
-    from likeness.trainer.execution import StopSignal, execute_job
-
-    stop_file = Path(args.stop_file) if args.stop_file else None
-    stop = StopSignal(lambda: read_stop_file(stop_file))
-    try:
-        storage = open_storage(args.storage_url)
-        catalog = BaseModelCatalog(args.base_models or DEFAULT_CATALOG_SPEC, args.cache_dir)
-        outcome = execute_job(
-            storage,
-            catalog,
-            tenant=args.tenant,
-            job_id=args.job_id,
-            emit=emit,
-            stop=stop,
-            device=torch.device(args.device) if args.device else None,
-            work_dir=Path(args.work_dir) if args.work_dir else None,
-            metric_hooks=args.metric_hook,
-            progress_interval_seconds=args.progress_interval,
-        )
-    except LikenessError as error:
-        if isinstance(error, Cancelled) and stop.reason:
-            if main_process:
-                emit({"type": "preempted" if stop.reason == "preempt" else "cancelled"})
-            return 0
-        if main_process:
-            emit({"type": "failed", "error": error.message, "code": type(error).__name__})
-        return 1
-    except Exception as error:
-        logging.getLogger("likeness.trainer.worker").error("training failed\n%s", traceback.format_exc())
-        if main_process:
-            emit({"type": "failed", "error": f"{type(error).__name__}: {error}", "code": "Internal"})
-        return 1
-    if main_process and outcome in ("cancelled", "preempted"):
-        emit({"type": outcome})
+    emit(WorkerEventType.READY, pid=os.getpid())
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        command = parse_command(line)
+        if command["command"] == "exit":
+            break
+        runner.run(command["job"], Path(command["control_file"]), warm=True)
+        emit(WorkerEventType.READY, pid=os.getpid())
     return 0
 
 

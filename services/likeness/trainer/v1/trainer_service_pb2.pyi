@@ -306,7 +306,7 @@ class TrainingProgress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., steps_per_second: _Optional[float] = ..., images_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "state", "spec", "progress", "queue_position", "subject_model_id", "error", "idempotency_key", "create_time", "start_time", "end_time", "last_sequence", "last_checkpoint_step", "resume_count")
+    __slots__ = ("job_id", "state", "spec", "progress", "queue_position", "subject_model_id", "error", "idempotency_key", "create_time", "start_time", "end_time", "last_sequence", "last_checkpoint_step", "resume_count", "priority")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +321,7 @@ class TrainingJob(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LAST_CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
     RESUME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     spec: TrainingJobSpec
@@ -335,19 +336,22 @@ class TrainingJob(_message.Message):
     last_sequence: int
     last_checkpoint_step: int
     resume_count: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., queue_position: _Optional[int] = ..., subject_model_id: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., last_checkpoint_step: _Optional[int] = ..., resume_count: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., queue_position: _Optional[int] = ..., subject_model_id: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., last_checkpoint_step: _Optional[int] = ..., resume_count: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class CreateTrainingJobRequest(_message.Message):
-    __slots__ = ("spec", "photos", "idempotency_key", "dataset_options")
+    __slots__ = ("spec", "photos", "idempotency_key", "dataset_options", "priority")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PHOTOS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DATASET_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     spec: TrainingJobSpec
     photos: _containers.RepeatedCompositeFieldContainer[Photo]
     idempotency_key: str
     dataset_options: DatasetOptions
-    def __init__(self, spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., photos: _Optional[_Iterable[_Union[Photo, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., dataset_options: _Optional[_Union[DatasetOptions, _Mapping]] = ...) -> None: ...
+    priority: int
+    def __init__(self, spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., photos: _Optional[_Iterable[_Union[Photo, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., dataset_options: _Optional[_Union[DatasetOptions, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class CreateTrainingJobResponse(_message.Message):
     __slots__ = ("job", "existing")

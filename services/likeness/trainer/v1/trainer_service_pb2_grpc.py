@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class TrainerServiceStub:
-    """TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs that
-    survives restarts. Finished subject models are written to shared storage, where the inference service finds them.
+    """TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs in the
+    control-plane database that any number of API replicas serve and any number of GPU workers run.
+    Finished subject models are written to shared storage, where the inference service finds them.
     """
 
     def __init__(self, channel):
@@ -74,8 +75,9 @@ class TrainerServiceStub:
 
 
 class TrainerServiceServicer:
-    """TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs that
-    survives restarts. Finished subject models are written to shared storage, where the inference service finds them.
+    """TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs in the
+    control-plane database that any number of API replicas serve and any number of GPU workers run.
+    Finished subject models are written to shared storage, where the inference service finds them.
     """
 
     def PrepareDataset(self, request_iterator, context):
@@ -176,8 +178,9 @@ def add_TrainerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TrainerService:
-    """TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs that
-    survives restarts. Finished subject models are written to shared storage, where the inference service finds them.
+    """TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs in the
+    control-plane database that any number of API replicas serve and any number of GPU workers run.
+    Finished subject models are written to shared storage, where the inference service finds them.
     """
 
     @staticmethod

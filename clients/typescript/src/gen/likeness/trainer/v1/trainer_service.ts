@@ -539,6 +539,8 @@ export interface TrainingJob {
   lastCheckpointStep: number;
   /** Number of times the job was resumed after a restart. */
   resumeCount: number;
+  /** Scheduling priority, -100 to 100: workers take higher priorities first, oldest first within a priority. */
+  priority: number;
 }
 
 /** Queues a training job. */
@@ -552,7 +554,11 @@ export interface CreateTrainingJobRequest {
   /** Retrying with the same key returns the job the first call created. */
   idempotencyKey: string;
   /** Options used to prepare inline photos. */
-  datasetOptions?: DatasetOptions | undefined;
+  datasetOptions?:
+    | DatasetOptions
+    | undefined;
+  /** Scheduling priority, -100 to 100 (default 0): workers take higher priorities first, oldest first within one. */
+  priority: number;
 }
 
 /** The queued job. */
@@ -3505,6 +3511,7 @@ function createBaseTrainingJob(): TrainingJob {
     lastSequence: 0n,
     lastCheckpointStep: 0,
     resumeCount: 0,
+    priority: 0,
   };
 }
 
@@ -3554,6 +3561,9 @@ export const TrainingJob: MessageFns<TrainingJob> = {
     }
     if (message.resumeCount !== 0) {
       writer.uint32(112).int32(message.resumeCount);
+    }
+    if (message.priority !== 0) {
+      writer.uint32(120).int32(message.priority);
     }
     return writer;
   },
@@ -3683,6 +3693,14 @@ export const TrainingJob: MessageFns<TrainingJob> = {
             message.resumeCount = reader.int32();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.priority = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3751,6 +3769,7 @@ export const TrainingJob: MessageFns<TrainingJob> = {
         : isSet(object.resume_count)
         ? globalThis.Number(object.resume_count)
         : 0,
+      priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
     };
   },
 
@@ -3798,6 +3817,9 @@ export const TrainingJob: MessageFns<TrainingJob> = {
     if (message.resumeCount !== 0) {
       obj.resumeCount = Math.round(message.resumeCount);
     }
+    if (message.priority !== 0) {
+      obj.priority = Math.round(message.priority);
+    }
     return obj;
   },
 
@@ -3826,12 +3848,13 @@ export const TrainingJob: MessageFns<TrainingJob> = {
       : 0n;
     message.lastCheckpointStep = object.lastCheckpointStep ?? 0;
     message.resumeCount = object.resumeCount ?? 0;
+    message.priority = object.priority ?? 0;
     return message;
   },
 };
 
 function createBaseCreateTrainingJobRequest(): CreateTrainingJobRequest {
-  return { spec: undefined, photos: [], idempotencyKey: "", datasetOptions: undefined };
+  return { spec: undefined, photos: [], idempotencyKey: "", datasetOptions: undefined, priority: 0 };
 }
 
 export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
@@ -3847,6 +3870,9 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
     }
     if (message.datasetOptions !== undefined) {
       DatasetOptions.encode(message.datasetOptions, writer.uint32(34).fork()).join();
+    }
+    if (message.priority !== 0) {
+      writer.uint32(40).int32(message.priority);
     }
     return writer;
   },
@@ -3896,6 +3922,14 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
             message.datasetOptions = DatasetOptions.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.priority = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3922,6 +3956,7 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
         : isSet(object.dataset_options)
         ? DatasetOptions.fromJSON(object.dataset_options)
         : undefined,
+      priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
     };
   },
 
@@ -3939,6 +3974,9 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
     if (message.datasetOptions !== undefined) {
       obj.datasetOptions = DatasetOptions.toJSON(message.datasetOptions);
     }
+    if (message.priority !== 0) {
+      obj.priority = Math.round(message.priority);
+    }
     return obj;
   },
 
@@ -3955,6 +3993,7 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
     message.datasetOptions = (object.datasetOptions !== undefined && object.datasetOptions !== null)
       ? DatasetOptions.fromPartial(object.datasetOptions)
       : undefined;
+    message.priority = object.priority ?? 0;
     return message;
   },
 };
@@ -5190,8 +5229,9 @@ export const WatchTrainingJobResponse: MessageFns<WatchTrainingJobResponse> = {
 };
 
 /**
- * TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs that
- * survives restarts. Finished subject models are written to shared storage, where the inference service finds them.
+ * TrainerService turns a few photos of a subject into a subject model (DreamBooth), as a queue of jobs in the
+ * control-plane database that any number of API replicas serve and any number of GPU workers run.
+ * Finished subject models are written to shared storage, where the inference service finds them.
  */
 export type TrainerServiceService = typeof TrainerServiceService;
 export const TrainerServiceService = {

@@ -1,0 +1,111 @@
+"""The control-plane schema: one SQLAlchemy Core `MetaData` for SQLite and PostgreSQL.
+
+Times are seconds since the epoch as double precision, taken from the database's clock (`clock.db_now`), so
+lease expiry never depends on which node's clock asked. JSON columns hold documents that are read whole (a
+job's resolved config, an event's payload); everything a query filters or orders on is a column of its own.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+#: A time as seconds since the epoch (double precision on PostgreSQL, REAL on SQLite).
+Seconds = sa.Float(precision=53)
+
+training_jobs = sa.Table(
+    "training_jobs",
+    metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    #: Higher runs first; FIFO (by `create_time`) within a priority.
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    #: The resolved TrainingConfig as a dict: exactly what the job trains, defaults and seed filled in.
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("base_model", sa.String(128), nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    #: Id the subject model is published under; reserved at creation so a re-run job finds its own model.
+    sa.Column("model_id", sa.String(64), nullable=False),
+    #: NULL when the caller sent none: NULLs never collide in the unique constraint below.
+    sa.Column("idempotency_key", sa.String(128), nullable=True),
+    sa.Column("create_time", Seconds, nullable=False),
+    sa.Column("start_time", Seconds, nullable=True),
+    sa.Column("end_time", Seconds, nullable=True),
+    sa.Column("progress", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("last_checkpoint_step", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("resume_count", sa.Integer, nullable=False, server_default="0"),
+    #: Sequence number of the job's latest event; incremented in the transaction that inserts the event.
+    sa.Column("last_sequence", sa.BigInteger, nullable=False, server_default="0"),
+    #: The worker holding the lease, and until when (database clock). NULL owner: nobody holds it.
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", Seconds, nullable=True),
+    #: Fencing token: incremented by every claim. A worker's writes name the fence it claimed with, so a worker
+    #: whose lease was taken over writes nothing more.
+    sa.Column("fence", sa.BigInteger, nullable=False, server_default="0"),
+    #: "cancel" or "preempt" once asked; the owning worker reads it with its next heartbeat.
+    sa.Column("stop_request", sa.String(16), nullable=True),
+    sa.UniqueConstraint("tenant", "idempotency_key", name="uq_training_jobs_idempotency"),
+)
+sa.Index("ix_training_jobs_claim", training_jobs.c.state, training_jobs.c.priority, training_jobs.c.create_time)
+sa.Index("ix_training_jobs_tenant", training_jobs.c.tenant, training_jobs.c.job_id)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("training_jobs.job_id", ondelete="CASCADE"), primary_key=True),
+    #: 1, 2, 3, ... per job without gaps (allocated from training_jobs.last_sequence in the same transaction).
+    sa.Column("sequence", sa.BigInteger, primary_key=True),
+    sa.Column("time", Seconds, nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    #: The fence of the lease the event was written under (0 for events written by an API replica).
+    sa.Column("fence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("payload", sa.JSON, nullable=False),
+)
+
+job_leases = sa.Table(
+    "job_leases",
+    metadata,
+    sa.Column("lease_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("training_jobs.job_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("worker_id", sa.String(255), nullable=False),
+    sa.Column("fence", sa.BigInteger, nullable=False),
+    sa.Column("acquired_at", Seconds, nullable=False),
+    #: When the lease ended: released by its worker, or the expiry time of a lease that another claim took over.
+    sa.Column("released_at", Seconds, nullable=True),
+    #: How it ended: succeeded, failed, cancelled, preempted, lost, expired.
+    sa.Column("outcome", sa.String(16), nullable=True),
+)
+sa.Index("ix_job_leases_job", job_leases.c.job_id, job_leases.c.fence)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("dataset_id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    sa.Column("resolution", sa.Integer, nullable=False),
+    sa.Column("image_count", sa.Integer, nullable=False),
+    sa.Column("display_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("source", sa.String(32), nullable=False, server_default=""),
+    sa.Column("create_time", Seconds, nullable=False),
+)
+sa.Index("ix_datasets_tenant", datasets.c.tenant, datasets.c.dataset_id)
+
+subject_models = sa.Table(
+    "subject_models",
+    metadata,
+    sa.Column("model_id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("base_model", sa.String(128), nullable=False),
+    sa.Column("identifier", sa.String(64), nullable=False),
+    sa.Column("class_noun", sa.String(64), nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("create_time", Seconds, nullable=False),
+    #: The published manifest (the copy in storage is what inference loads).
+    sa.Column("manifest", sa.JSON, nullable=False),
+)
+sa.Index("ix_subject_models_tenant", subject_models.c.tenant, subject_models.c.model_id)

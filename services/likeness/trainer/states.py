@@ -1,0 +1,53 @@
+"""Job states and job event types: the trainer's vocabulary, one definition each."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobState(str, Enum):
+    """Lifecycle of a training job (stored by value in `training_jobs.state`)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobEventType(str, Enum):
+    """Events of a job's log, as `WatchTrainingJob` streams them (stored by value in `job_events.type`)."""
+
+    STATE_CHANGED = "state_changed"
+    PROGRESS = "progress"
+    CHECKPOINT_SAVED = "checkpoint_saved"
+    VALIDATION_IMAGES = "validation_images"
+    SUCCEEDED = "succeeded"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StopRequest(str, Enum):
+    """Why the owning worker should stop a running job."""
+
+    CANCEL = "cancel"
+    PREEMPT = "preempt"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def is_final_event(event: dict) -> bool:
+    """Whether no event can follow this one: a state change into a terminal state."""
+    return event.get("type") == JobEventType.STATE_CHANGED and event.get("state") in {s.value for s in TERMINAL_STATES}
