@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import socket
@@ -16,8 +17,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
-#: Values standing in for keys of the likeness-s3 Secret, which the operator creates.
-SECRET_SAMPLES = {("likeness-s3", "LIKENESS_STORAGE_URL"): "s3://likeness-test/storage"}
+#: Values standing in for keys of the Secrets the operator creates: likeness-s3 (s3-storage component) and
+#: likeness-database (the trainer's control-plane database; the postgres-dev component generates it for dev).
+SECRET_SAMPLES = {
+    ("likeness-s3", "LIKENESS_STORAGE_URL"): "s3://likeness-test/storage",
+    ("likeness-database", "url"): "postgresql://likeness@db.example.internal:5432/likeness?sslmode=require",
+}
 #: Every kustomization a team can apply or build on: the base and each overlay.
 BUILDS = ("base", "overlays/dev", "overlays/production")
 
@@ -84,8 +89,19 @@ def container_environment(container: dict[str, Any], objects: list[dict[str, Any
             environment[entry["name"]] = entry["value"]
         elif "secretKeyRef" in entry.get("valueFrom", {}):
             ref = entry["valueFrom"]["secretKeyRef"]
-            environment[entry["name"]] = SECRET_SAMPLES[(ref["name"], ref["key"])]
+            environment[entry["name"]] = secret_value(objects, ref["name"], ref["key"])
     return environment
+
+
+def secret_value(objects: list[dict[str, Any]], name: str, key: str) -> str:
+    """A key of a Secret: from the build when it renders the Secret (postgres-dev does), else the sample value of
+    one the operator creates."""
+    secret = by_kind(objects, "Secret").get(name)
+    if secret is None:
+        return SECRET_SAMPLES[(name, key)]
+    if key in secret.get("stringData", {}):
+        return secret["stringData"][key]
+    return base64.b64decode(secret["data"][key]).decode()
 
 
 def free_port() -> int:

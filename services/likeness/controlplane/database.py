@@ -118,9 +118,19 @@ class Database:
     def transaction(self) -> Iterator[Connection]:
         """One transaction: committed when the block ends, rolled back on an error. A lost connection or a server
         that is down raises `Unavailable`."""
+        with self._mapped_errors(), self.engine.begin() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection whose transactions the caller manages (migrations); errors mapped as in `transaction`."""
+        with self._mapped_errors(), self.engine.connect() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
         try:
-            with self.engine.begin() as connection:
-                yield connection
+            yield
         except (OperationalError, sa.exc.InterfaceError) as error:
             raise self.unavailable(error) from None
         except DBAPIError as error:

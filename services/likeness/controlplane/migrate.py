@@ -46,7 +46,7 @@ def migrate(database: Database) -> str:
     """Upgrades the schema to this code's head revision; returns it. FailedPrecondition for a newer schema."""
     config = alembic_config()
     head = head_revision()
-    with database.engine.connect() as connection:
+    with database.connection() as connection:
         if database.is_postgresql:
             # Session-level lock on this connection, held across Alembic's transaction, released below.
             connection.exec_driver_sql(f"SELECT pg_advisory_lock({lock_key('migrate')})")
