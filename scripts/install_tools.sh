@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party tools the test suite runs for real (Prometheus and promtool, protoc with the Go plugins,
-# Go). Debian packages; needs root (CI and the dev machines run as root). Skips what is already there, and only
-# warns when it cannot install: the tests that need a missing tool skip with a reason naming it.
+# Go, the PostgreSQL server). Debian packages; needs root (CI and the dev machines run as root). Skips what is already
+# there, and only warns when it cannot install: the tests that need a missing tool skip with a reason naming it.
 set -uo pipefail
 
 want=()
@@ -11,6 +11,7 @@ command -v protoc >/dev/null 2>&1 || want+=(protobuf-compiler)
 command -v go >/dev/null 2>&1 || want+=(golang-go)
 command -v protoc-gen-go >/dev/null 2>&1 || want+=(protoc-gen-go golang-google-protobuf-dev)
 command -v protoc-gen-go-grpc >/dev/null 2>&1 || want+=(protoc-gen-go-grpc golang-google-grpc-dev)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null 2>&1 || want+=(postgresql)
 
 if [ ${#want[@]} -eq 0 ]; then
   exit 0
@@ -27,4 +28,12 @@ apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${want[@]}" | so
 # Prometheus' Debian package starts a system service; the tests run their own instance.
 command -v systemctl >/dev/null 2>&1 && systemctl stop prometheus >/dev/null 2>&1
 pkill -x prometheus >/dev/null 2>&1 || true
+# So does PostgreSQL's (a cluster under /var/lib/postgresql); the tests initdb and run their own servers.
+if command -v pg_lsclusters >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null 2>&1; then
+  pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _; do
+    pg_ctlcluster "$version" "$cluster" stop >/dev/null 2>&1 || true
+  done
+fi
+command -v systemctl >/dev/null 2>&1 && systemctl stop postgresql >/dev/null 2>&1
+command -v service >/dev/null 2>&1 && service postgresql stop >/dev/null 2>&1
 exit 0

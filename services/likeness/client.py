@@ -340,6 +340,7 @@ class LikenessClient:
         photos: Sequence[PhotoSource] = (),
         dataset_options: trainer_pb.DatasetOptions | None = None,
         idempotency_key: str = "",
+        priority: int = 0,
         timeout: float | None = None,
     ) -> trainer_pb.CreateTrainingJobResponse:
         """Queues a training job on `spec.dataset_id`, or on `photos` sent inline (prepared with
@@ -358,6 +359,7 @@ class LikenessClient:
             photos=inline,
             idempotency_key=idempotency_key or uuid.uuid4().hex,
             dataset_options=dataset_options,
+            priority=priority,
         )
         # Preparing inline photos can take a while, so no default deadline when there are photos.
         deadline = timeout if timeout is not None else (None if inline else self.timeout)

@@ -54,8 +54,7 @@ DATABASE_SECRET = ("likeness-database", "url")
 EXTERNAL_SECRETS = {"likeness-s3", "likeness-database"}
 #: The only objects allowed to carry a database password: the dev database's generated Secrets.
 DEV_DATABASE_SECRETS = {("overlays/dev", "likeness-postgres"), ("overlays/dev", "likeness-database")}
-#: Where each overlay's components come from; every component must be built by some overlay, so the checks on
-#: rendered builds cover it.
+#: The kustomize components: every one must be part of some overlay, so the checks on rendered builds cover it.
 COMPONENTS = DEPLOY / "components"
 #: A database URL both the trainer and KEDA's postgresql scaler (pgx) read: no `+driver` in the scheme.
 PLAIN_POSTGRES_URL = re.compile(r"^postgres(ql)?://")

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from trainer_helpers import photos
 
 from likeness.dataset.options import PhotoInput, PrepareOptions
-from likeness.models.catalog import BaseModelCatalog
+from likeness.dataset.prepare import prepare_photos
+from likeness.dataset.publish import publish_dataset
 from likeness.storage.local import LocalStorage
-from likeness.trainer.jobs import DeviceSlot, JobManager, WorkerOptions
-from likeness.trainer.worker import parse_event_line
+from likeness.trainer.config import TrainingConfig
+from likeness.trainer.protocol import JobControl, parse_event_line
 
 
 @pytest.mark.slow
 def test_two_processes_both_train_and_the_model_is_published_once(tmp_path, trainer_cache):
     storage = LocalStorage(tmp_path / "storage")
-    catalog = BaseModelCatalog(cache_dir=trainer_cache / "base-models")
-    manager = JobManager(
-        storage,
-        catalog,
-        WorkerOptions(str(tmp_path / "storage"), "", str(trainer_cache / "base-models")),
-        slots=[DeviceSlot("cpu", "cpu")],
-    )
     spec = {
         "base_model": "tiny-sd15",
         "class_noun": "dog",
@@ -33,14 +29,20 @@ def test_two_processes_both_train_and_the_model_is_published_once(tmp_path, trai
         "lora": {"rank": 4},
         "checkpointing": {"every_n_steps": 2},
     }
-    inputs = [PhotoInput(name, data) for name, data in photos(4)]
-    record, _ = manager.create_job(
-        "default", spec, photos=inputs, dataset_options=PrepareOptions(resolution=64, min_side=64)
-    )
+    options = PrepareOptions(resolution=64, min_side=64)
+    prepared = prepare_photos([PhotoInput(name, data) for name, data in photos(4)], options)
+    dataset = publish_dataset(storage, "default", prepared, options)
+    config = TrainingConfig.from_spec({**spec, "dataset_id": dataset.dataset_id}, identifier="ohwx")
+    config.resolution = 64
+    job = {"tenant": "default", "job_id": "job-multi", "model_id": "sm-multi", "config": config.to_dict()}
+    control = JobControl(tmp_path / "control.json")
+    control.write(stop=None, lease_valid_until=time.time() + 3600)
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"job": job, "control_file": str(control.path)}))
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-        "-m", "likeness.trainer.worker", "--storage-url", str(tmp_path / "storage"), "--job-id", record.job_id,
+        "-m", "likeness.trainer.worker", "--job-file", str(job_file), "--storage-url", str(tmp_path / "storage"),
         "--cache-dir", str(trainer_cache / "base-models"), "--device", "cpu", "--work-dir", str(tmp_path / "work"),
         "--progress-interval", "0",
     ]  # fmt: skip
@@ -55,5 +57,5 @@ def test_two_processes_both_train_and_the_model_is_published_once(tmp_path, trai
     succeeded = [event for event in events if event["type"] == "succeeded"]
     assert len(succeeded) == 1
     models = storage.list_dirs("tenants/default/models")
-    assert models == [record.model_id] and storage.is_published(f"tenants/default/models/{record.model_id}")
-    assert storage.exists(f"tenants/default/models/{record.model_id}/pytorch_lora_weights.safetensors")
+    assert models == ["sm-multi"] and storage.is_published(f"tenants/default/models/sm-multi")
+    assert storage.exists(f"tenants/default/models/sm-multi/pytorch_lora_weights.safetensors")
