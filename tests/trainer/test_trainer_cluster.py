@@ -22,6 +22,7 @@ from likeness.client import LikenessClient
 from likeness.trainer.v1 import trainer_service_pb2 as pb
 
 LEASE_SECONDS = 5
+TRAINER = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
 
 def free_port() -> int:
@@ -195,10 +196,10 @@ def test_database_lost_while_serving_is_unavailable_then_recovers_without_restar
                     client.trainer.GetTrainingJob(pb.GetTrainingJobRequest(job_id=job.job_id), timeout=30)
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert "unreachable" in caught.value.details() and postgres_server.password not in caught.value.details()
-                wait_for(lambda: not client.is_serving(), 20, 0.3, what="health to report NOT_SERVING")
+                wait_for(lambda: not client.is_serving(TRAINER), 20, 0.3, what="health to report NOT_SERVING")
             finally:
                 postgres_server.start()
-            wait_for(lambda: client.is_serving(), 30, 0.3, what="health to report SERVING again")
+            wait_for(lambda: client.is_serving(TRAINER), 30, 0.3, what="health to report SERVING again")
             final = wait_for(lambda: _ended(client, job.job_id), 300, 1.0, what="the job to end")
             events = list(client.watch_training_job(job.job_id, timeout=60))
     finally:
