@@ -56,3 +56,25 @@ def test_missing_base_model_path(tmp_path):
         "--base-models", f"mine={tmp_path / 'nowhere'}", "--default-base-model", "mine", "--preload-base-models", "mine",
     )  # fmt: skip
     assert_one_line_error(result, "nowhere")
+
+
+def test_unreachable_database_is_one_line_naming_the_host_but_not_the_password(tmp_path):
+    result = serve(
+        "trainer",
+        "--storage-url", str(tmp_path / "storage"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+        "--database-url", "postgresql://likeness:hunter2-secret@127.0.0.1:1/likeness",
+    )  # fmt: skip
+    assert_one_line_error(result, "127.0.0.1:1", "unreachable")
+    assert "hunter2-secret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [
+        ("--role", "leader", "role"),
+        ("--database-url", "mysql://x@y/z", "database_url"),
+        ("--lease-seconds", "1", "lease"),
+    ],
+)
+def test_bad_control_plane_settings(flag, value, fragment):
+    assert_one_line_error(serve("trainer", flag, value), fragment)

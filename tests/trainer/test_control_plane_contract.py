@@ -172,7 +172,9 @@ def test_an_expired_lease_moves_to_another_worker_and_fences_the_first(store, da
     assert "resuming on worker-b" in running[1]["message"]
     with database.transaction() as connection:
         leases = connection.execute(sa.select(job_leases).order_by(job_leases.c.fence)).all()
-        fences = [row.fence for row in connection.execute(sa.select(job_events.c.fence).order_by(job_events.c.sequence))]
+        fences = [
+            row.fence for row in connection.execute(sa.select(job_events.c.fence).order_by(job_events.c.sequence))
+        ]
     assert [(row.worker_id, row.outcome) for row in leases] == [("worker-a", "expired"), ("worker-b", "failed")]
     assert leases[0].released_at <= leases[1].acquired_at  # never held by two at once
     assert fences == sorted(fences)  # nothing of the first worker was written after the second took over

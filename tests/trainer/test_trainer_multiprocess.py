@@ -57,5 +57,5 @@ def test_two_processes_both_train_and_the_model_is_published_once(tmp_path, trai
     succeeded = [event for event in events if event["type"] == "succeeded"]
     assert len(succeeded) == 1
     models = storage.list_dirs("tenants/default/models")
-    assert models == ["sm-multi"] and storage.is_published(f"tenants/default/models/sm-multi")
-    assert storage.exists(f"tenants/default/models/sm-multi/pytorch_lora_weights.safetensors")
+    assert models == ["sm-multi"] and storage.is_published("tenants/default/models/sm-multi")
+    assert storage.exists("tenants/default/models/sm-multi/pytorch_lora_weights.safetensors")

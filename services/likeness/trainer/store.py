@@ -11,6 +11,7 @@ so two writers of one job take turns and the numbers commit in order; a rolled-b
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -369,17 +370,7 @@ class JobStore:
 
     def add_dataset(self, record: DatasetRecord) -> None:
         with self.database.transaction() as connection:
-            connection.execute(
-                sa.insert(datasets).values(
-                    dataset_id=record.dataset_id,
-                    tenant=record.tenant,
-                    resolution=record.resolution,
-                    image_count=record.image_count,
-                    display_name=record.display_name,
-                    source=record.source,
-                    create_time=record.create_time,
-                )
-            )
+            connection.execute(sa.insert(datasets).values(**dataclasses.asdict(record)))
 
     def delete_dataset(self, tenant: str, dataset_id: str) -> None:
         with self.database.transaction() as connection:
