@@ -37,11 +37,12 @@ def start_trainer(root: Path, cache: Path, port: int, log_name: str) -> subproce
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def workers_of(job_id: str) -> list[psutil.Process]:
+def training_processes_of(server_pid: int) -> list[psutil.Process]:
+    """The training processes a trainer started (they name it with --parent-pid)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         command = process.info.get("cmdline") or []
-        if "likeness.trainer.worker" in command and job_id in command:
+        if "likeness.trainer.worker" in command and str(server_pid) in command:
             found.append(process)
     return found
 
@@ -67,10 +68,11 @@ def test_killed_trainer_resumes_the_job_from_its_last_checkpoint(tmp_path, train
                     break
             checkpoint_step = seen[-1].checkpoint_saved.step
             assert checkpoint_step == CHECKPOINT_EVERY
+        assert training_processes_of(server.pid), "the trainer runs its job in a training process"
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
-        # The worker notices its parent is gone and exits instead of training on as an orphan.
-        wait_for(lambda: not workers_of(job.job_id), 30, what="the orphaned worker to exit")
+        # The training process notices its parent is gone and exits instead of training on as an orphan.
+        wait_for(lambda: not training_processes_of(server.pid), 30, what="the orphaned training process to exit")
 
         server = start_trainer(tmp_path, trainer_cache, port, "second.log")
         with LikenessClient(f"127.0.0.1:{port}", timeout=120) as client:

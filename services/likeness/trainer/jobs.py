@@ -117,9 +117,14 @@ class TrainingJobs:
         return record, False
 
     def _discard_dataset(self, tenant: str, dataset_id: str) -> None:
-        if dataset_id:
+        """Removes an inline dataset whose job was not created (the database may be the reason: best effort)."""
+        if not dataset_id:
+            return
+        try:
             self.datasets.discard(tenant, dataset_id)
-            self.storage.delete_prefix(dataset_prefix(tenant, dataset_id))
+        except Unavailable:
+            log.warning("could not remove the dataset's row", extra={"dataset_id": dataset_id})
+        self.storage.delete_prefix(dataset_prefix(tenant, dataset_id))
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord:
         return self.store.get(tenant, job_id)
@@ -141,7 +146,7 @@ class TrainingJobs:
         self.heartbeat_now.set()
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.1)
             record = self.store.get(tenant, job_id)
             if record.state in TERMINAL_STATES:
                 break

@@ -50,11 +50,13 @@ class TrainerComponent:
     """
 
     name = "trainer"
-    service_names = (pb.DESCRIPTOR.services_by_name["TrainerService"].full_name,)
 
     def __init__(self, settings: Settings, *, metric_hooks: Sequence[str] = (), processes_per_job: int = 1) -> None:
         self.settings = settings
         self.role = settings.role
+        # A worker serves health and metrics only: it neither registers nor advertises TrainerService.
+        trainer_service = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
+        self.service_names: tuple[str, ...] = () if self.role == "worker" else (trainer_service,)
         self.database = Database(settings.resolved_database_url)
         self.store = JobStore(self.database)
         self.storage = open_storage(settings.storage_url, cache_dir=Path(settings.cache_dir) / "storage")
@@ -90,6 +92,7 @@ class TrainerComponent:
             processes_per_job=processes_per_job,
             heartbeat_seconds=settings.heartbeat_seconds,
             torch_threads=settings.torch_threads,
+            preload_base_model=settings.default_base_model if settings.default_base_model in self.catalog else "",
         )
         leases = LeaseQueue(self.database, lease_seconds=settings.lease_seconds)
         self.supervisors = [
@@ -108,7 +111,6 @@ class TrainerComponent:
         self._database_up = True
 
     def register(self, server: grpc.aio.Server) -> None:
-        # A worker serves health and metrics only: no client traffic is routed to it.
         if self.role != "worker":
             add_to_server(self.servicer, server)
 

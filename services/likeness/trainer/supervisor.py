@@ -79,6 +79,8 @@ class WorkerOptions:
     #: Processes per job (data-parallel over that many devices via `accelerate launch`); 1 runs a warm process.
     processes_per_job: int = 1
     heartbeat_seconds: float = 2.0
+    #: Base model a warm process loads before it reports ready, so even its first job finds it loaded.
+    preload_base_model: str = ""
     #: How often an idle supervisor looks for work (a job created in this process wakes it at once).
     idle_poll_seconds: float = 0.5
     torch_threads: int = 0
@@ -234,6 +236,7 @@ class WorkerSupervisor:
             try:
                 if self.options.processes_per_job <= 1:
                     self._ensure_warm_process()
+                claimed_at = time.time()  # the lease runs from the claim's commit, which is after this
                 lease = self.leases.claim(self.worker_id)
             except Unavailable:
                 self._stopping.wait(max(self.options.idle_poll_seconds, 1.0))
@@ -247,7 +250,7 @@ class WorkerSupervisor:
                 self.work_available.clear()
                 continue
             self.on_event_written(lease.job_id)
-            self._run(lease)
+            self._run(lease, claimed_at)
 
     def _ensure_warm_process(self) -> None:
         if self._process is not None and self._process.alive():
@@ -281,6 +284,8 @@ class WorkerSupervisor:
         ]  # fmt: skip
         for hook in self.options.metric_hooks:
             args += ["--metric-hook", hook]
+        if self.options.preload_base_model and "--serve" in mode:
+            args += ["--preload-base-model", self.options.preload_base_model]
         processes = self.options.processes_per_job
         if processes <= 1:
             return [sys.executable, *args]
@@ -300,14 +305,15 @@ class WorkerSupervisor:
 
     # ---- one job -----------------------------------------------------------------------------------------
 
-    def _run(self, lease: Lease) -> None:
+    def _run(self, lease: Lease, claimed_at: float) -> None:
         work_dir = self.options.work_root / lease.job_id
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True, exist_ok=True)
         control = JobControl(work_dir / "control.json")
-        control.write(stop=None, lease_valid_until=time.time() + self.leases.lease_seconds)
+        valid_until = claimed_at + self.leases.lease_seconds
+        control.write(stop=None, lease_valid_until=valid_until)
         self._control, self._current = control, lease
-        job = _JobRun(self, lease, control)
+        job = _JobRun(self, lease, control, valid_until)
         heartbeat = threading.Thread(target=job.heartbeat_loop, name=f"heartbeat-{lease.job_id}", daemon=True)
         metrics.RUNNING_JOBS.labels(self.slot.name).set(1)
         heartbeat.start()
@@ -328,7 +334,7 @@ class WorkerSupervisor:
 class _JobRun:
     """One leased job on a supervisor: the process conversation, the heartbeat and the fenced writes."""
 
-    def __init__(self, supervisor: WorkerSupervisor, lease: Lease, control: JobControl) -> None:
+    def __init__(self, supervisor: WorkerSupervisor, lease: Lease, control: JobControl, valid_until: float) -> None:
         self.supervisor = supervisor
         self.lease = lease
         self.control = control
@@ -336,7 +342,7 @@ class _JobRun:
         self.done = threading.Event()
         self.lost = threading.Event()
         self.stop_reason: StopReason | None = None
-        self.lease_valid_until = time.time() + self.leases.lease_seconds
+        self.lease_valid_until = valid_until
         self.subject_model: dict[str, Any] | None = None
         self.previous_step = lease.last_checkpoint_step
         self.ended = False

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
     parser.add_argument("--progress-interval", type=float, default=1.0, help="least seconds between progress events")
     parser.add_argument("--metric-hook", action="append", default=[], help="package.module:function (repeatable)")
+    parser.add_argument("--preload-base-model", default="", help="with --serve: base model to load before `ready`")
     return parser
 
 
@@ -86,7 +87,8 @@ class WarmPipelines:
         self._base_id: str | None = None
         self._template: Any = None
 
-    def load(self, base_model_id: str) -> Any:
+    def warm(self, base_model_id: str) -> None:
+        """Loads `base_model_id` (dropping the one kept before) unless it is the one kept."""
         import torch
 
         if self._base_id != base_model_id:
@@ -94,6 +96,9 @@ class WarmPipelines:
             gc.collect()
             self._template = self.catalog.load(base_model_id, device="cpu", dtype=torch.float32)
             self._base_id = base_model_id
+
+    def load(self, base_model_id: str) -> Any:
+        self.warm(base_model_id)
         return copy.deepcopy(self._template)
 
 
@@ -209,6 +214,11 @@ def _serve(runner: Runner) -> int:
     # The heavy imports happen before `ready`, so the first job pays none of them.
     import likeness.trainer.execution  # noqa: F401
 
+    if runner.args.preload_base_model:
+        try:
+            runner.pipelines.warm(runner.args.preload_base_model)
+        except Exception:
+            log.warning("could not preload base model %s; jobs load it", runner.args.preload_base_model, exc_info=True)
     emit(WorkerEventType.READY, pid=os.getpid())
     for line in sys.stdin:
         if not line.strip():
