@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import sqlalchemy as sa
+from diffusers import StableDiffusionPipeline
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from safetensors.torch import load_file
 from trainer_helpers import job_spec, photos, wait_for
@@ -135,6 +137,12 @@ def test_two_api_replicas_three_workers_and_a_worker_killed_mid_job(tmp_path, tr
             tmp_path / "storage" / f"tenants/default/models/{job.subject_model_id}/pytorch_lora_weights.safetensors"
         )
         assert load_file(str(weights)), job.job_id  # a loadable subject model
+    # The resumed job's model loads into a plain diffusers pipeline and generates.
+    base_dir = next((trainer_cache / "base-models").glob("builtin-sd15-*"))
+    pipeline = StableDiffusionPipeline.from_pretrained(base_dir, local_files_only=True)
+    pipeline.load_lora_weights(str(tmp_path / "storage" / f"tenants/default/models/{victim_final.subject_model_id}"))
+    image = pipeline("a photo of ohwx dog", num_inference_steps=2, output_type="np").images[0]
+    assert np.isfinite(image).all()
     _assert_no_job_held_twice(postgres_url)
 
 
