@@ -18,7 +18,7 @@ from likeness.errors import FailedPrecondition, InvalidArgument, NotFound, Resou
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.leases import LeaseQueue
 from likeness.trainer.states import JobEventType, JobState, StopRequest
-from likeness.trainer.store import JobStore, LeaseLost
+from likeness.trainer.store import STOP_CHANNEL, WORK_CHANNEL, JobStore, LeaseLost
 from likeness.trainer.watch import EventFollower
 
 SPEC = {"base_model": "tiny-sd15", "class_noun": "dog", "dataset_id": "ds-1", "hyperparameters": {"seed": 1}}
@@ -243,3 +243,30 @@ def test_watch_replays_then_follows_events_written_by_another_replica(store, dat
     assert [e.get("step") for e in seen if e["type"] == "progress"] == [1, 2, 3]
     assert seen[-1]["state"] == "FAILED"
     writer.database.dispose()
+
+
+def test_postgresql_announces_new_jobs_and_stop_requests_to_listening_workers(postgres_url):
+    database = Database(postgres_url)
+    migrate(database)
+    store, queue = JobStore(database), LeaseQueue(database, lease_seconds=30)
+    heard: list[tuple[str, str]] = []
+    stop = threading.Event()
+    listener = threading.Thread(
+        target=database.listen, args=([WORK_CHANNEL, STOP_CHANNEL], lambda c, p: heard.append((c, p)), stop)
+    )
+    listener.start()
+    try:
+        time.sleep(0.5)  # LISTEN is in place
+        job = store.create("default", config(), capacity=5)[0]
+        deadline = time.monotonic() + 5
+        while (WORK_CHANNEL, "") not in heard and time.monotonic() < deadline:
+            time.sleep(0.02)
+        queue.claim("worker-a")
+        store.request_cancel("default", job.job_id)
+        while (STOP_CHANNEL, job.job_id) not in heard and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        listener.join(5)
+        database.dispose()
+    assert (WORK_CHANNEL, "") in heard and (STOP_CHANNEL, job.job_id) in heard

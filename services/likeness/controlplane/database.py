@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -156,6 +157,34 @@ class Database:
         """Serialises transactions that take the same lock (PostgreSQL; SQLite's BEGIN IMMEDIATE already does)."""
         if self.is_postgresql:
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+
+    def notify(self, connection: Connection, channel: str, payload: str = "") -> None:
+        """Announces `channel` to listeners when the caller's transaction commits (PostgreSQL NOTIFY; on SQLite,
+        where every process shares one file and the callers poll, nothing)."""
+        if self.is_postgresql:
+            connection.execute(
+                sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
+            )
+
+    def listen(self, channels: Sequence[str], on_notify: Callable[[str, str], None], stop: threading.Event) -> None:
+        """Calls `on_notify(channel, payload)` for every notification on `channels` until `stop` is set; reconnects
+        after a lost connection. PostgreSQL only (returns at once on SQLite). Runs on the caller's thread."""
+        if not self.is_postgresql:
+            return
+        import psycopg
+
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as connection:
+                    for channel in channels:
+                        connection.execute(f"LISTEN {channel}")
+                    while not stop.is_set():
+                        for notification in connection.notifies(timeout=1.0):
+                            on_notify(notification.channel, notification.payload)
+            except psycopg.Error as error:
+                log.debug("listen connection lost; reconnecting", extra={"error": _first_line(error)})
+                stop.wait(1.0)
 
     def dispose(self) -> None:
         self.engine.dispose()

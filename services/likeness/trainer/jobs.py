@@ -10,7 +10,6 @@ FAILED or CANCELLED. Every replica reads the same rows, so any replica answers a
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from likeness.models.catalog import BaseModelCatalog
 from likeness.storage.base import Storage
 from likeness.storage.layout import dataset_prefix
 from likeness.trainer.datasets import DatasetCatalog
+from likeness.trainer.signals import Wakeup
 from likeness.trainer.spec import SpecValidator
 from likeness.trainer.states import TERMINAL_STATES, JobState
 from likeness.trainer.store import JobRecord, JobStore
@@ -47,8 +47,8 @@ class TrainingJobs:
         validator: SpecValidator,
         *,
         queue_capacity: int = 16,
-        work_available: threading.Event | None = None,
-        heartbeat_now: threading.Event | None = None,
+        work_available: Wakeup | None = None,
+        heartbeat_now: Wakeup | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -57,8 +57,8 @@ class TrainingJobs:
         self.validator = validator
         self.queue_capacity = queue_capacity
         # Set when this process also runs workers (role `all`): they react at once instead of at their next poll.
-        self.work_available = work_available or threading.Event()
-        self.heartbeat_now = heartbeat_now or threading.Event()
+        self.work_available = work_available or Wakeup()
+        self.heartbeat_now = heartbeat_now or Wakeup()
         self.accepting = True
 
     @property

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from likeness.controlplane.database import Database, db_now
 from likeness.controlplane.schema import job_leases, training_jobs
 from likeness.trainer.states import JobEventType, JobState, StopRequest
-from likeness.trainer.store import LeaseLost, append_event, finish_job, finite_json
+from likeness.trainer.store import WORK_CHANNEL, LeaseLost, append_event, finish_job, finite_json
 
 
 @dataclass(frozen=True)
@@ -225,6 +225,7 @@ class LeaseQueue:
                 .values(state=JobState.QUEUED.value, lease_owner=None, lease_expires_at=None, stop_request=None)
             )
             self._release(connection, lease, "preempted")
+            self.database.notify(connection, WORK_CHANNEL)
 
     def _release(self, connection: Connection, lease: Lease, outcome: str) -> None:
         connection.execute(

@@ -28,9 +28,10 @@ from likeness.trainer.devices import device_slots
 from likeness.trainer.jobs import TrainingJobs
 from likeness.trainer.leases import LeaseQueue
 from likeness.trainer.servicer import TrainerServicer, add_to_server
+from likeness.trainer.signals import Wakeup
 from likeness.trainer.spec import SpecValidator
 from likeness.trainer.states import JobState
-from likeness.trainer.store import JobStore
+from likeness.trainer.store import STOP_CHANNEL, WORK_CHANNEL, JobStore
 from likeness.trainer.supervisor import WorkerOptions, WorkerSupervisor
 from likeness.trainer.v1 import trainer_service_pb2 as pb
 from likeness.trainer.watch import EventFollower
@@ -61,7 +62,8 @@ class TrainerComponent:
         self.store = JobStore(self.database)
         self.storage = open_storage(settings.storage_url, cache_dir=Path(settings.cache_dir) / "storage")
         self.catalog = BaseModelCatalog(settings.base_models, Path(settings.cache_dir) / "base-models")
-        work_available, heartbeat_now = threading.Event(), threading.Event()
+        work_available, heartbeat_now = Wakeup(), Wakeup()
+        self._work_available, self._heartbeat_now = work_available, heartbeat_now
         self.follower = EventFollower(self.store, poll_seconds=settings.watch_poll_ms / 1000.0)
         slots = device_slots(settings.device) if self.role in ("worker", "all") else []
         self.datasets = DatasetCatalog(self.storage, self.store)
@@ -106,6 +108,8 @@ class TrainerComponent:
             )
             for slot in slots
         ]
+        self._listener_stop = threading.Event()
+        self._listener: threading.Thread | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._report_health: Callable[[bool], object] | None = None
         self._database_up = True
@@ -129,8 +133,18 @@ class TrainerComponent:
         await self.follower.start()
         for supervisor in self.supervisors:
             supervisor.start()
+        if self.supervisors and self.database.is_postgresql:
+            # Workers hear of new jobs and cancel requests from any API replica at once, not at their next poll.
+            self._listener = threading.Thread(target=self._listen, name="trainer-listen", daemon=True)
+            self._listener.start()
         self._monitor = asyncio.create_task(self._watch_database(), name="trainer-database-monitor")
         log.info("trainer started", extra={"role": self.role, "database": self.database.where})
+
+    def _listen(self) -> None:
+        def on_notify(channel: str, payload: str) -> None:
+            (self._work_available if channel == WORK_CHANNEL else self._heartbeat_now).set()
+
+        self.database.listen([WORK_CHANNEL, STOP_CHANNEL], on_notify, self._listener_stop)
 
     async def _watch_database(self) -> None:
         """Health follows the database: NOT_SERVING while it is unreachable, SERVING again when it is back."""
@@ -163,6 +177,7 @@ class TrainerComponent:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
+        self._listener_stop.set()
         await asyncio.gather(*(asyncio.to_thread(s.stop, grace_seconds) for s in self.supervisors))
         await self.follower.stop()
         await asyncio.to_thread(self.database.dispose)

@@ -34,6 +34,9 @@ MAX_IDEMPOTENCY_KEY = 128
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 #: Most events one read returns; a watcher reads again for the rest.
 EVENT_BATCH = 500
+#: PostgreSQL notification channels: a job became claimable; a running job was asked to stop (payload: job id).
+WORK_CHANNEL = "likeness_trainer_work"
+STOP_CHANNEL = "likeness_trainer_stop"
 
 
 class LeaseLost(Exception):
@@ -234,6 +237,7 @@ class JobStore:
                     )
                 )
                 append_event(connection, job_id, JobEventType.STATE_CHANGED, {"state": "QUEUED", "message": ""})
+                self.database.notify(connection, WORK_CHANNEL)
         except IntegrityError:
             # Only reachable without the lock's protection (another writer of the same key on another schema
             # version); the unique constraint still guarantees one job.
@@ -340,6 +344,7 @@ class JobStore:
                     .where(training_jobs.c.job_id == job_id)
                     .values(stop_request=StopRequest.CANCEL.value)
                 )
+                self.database.notify(connection, STOP_CHANNEL, job_id)
         return self.get(tenant, job_id)
 
     # ---- events ------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from likeness.trainer.protocol import (
     encode_run_command,
     parse_event_line,
 )
+from likeness.trainer.signals import Wakeup
 from likeness.trainer.states import JobEventType, JobState, StopRequest
 from likeness.trainer.store import LeaseLost
 
@@ -81,7 +82,8 @@ class WorkerOptions:
     heartbeat_seconds: float = 2.0
     #: Base model a warm process loads before it reports ready, so even its first job finds it loaded.
     preload_base_model: str = ""
-    #: How often an idle supervisor looks for work (a job created in this process wakes it at once).
+    #: How often an idle supervisor looks for work. A job created in this process, or announced by PostgreSQL
+    #: (LISTEN/NOTIFY), wakes it at once; the poll is the fallback (SQLite shared by several processes).
     idle_poll_seconds: float = 0.5
     torch_threads: int = 0
 
@@ -188,8 +190,8 @@ class WorkerSupervisor:
         slot: DeviceSlot,
         options: WorkerOptions,
         *,
-        work_available: threading.Event,
-        heartbeat_now: threading.Event,
+        work_available: Wakeup,
+        heartbeat_now: Wakeup,
         on_event_written: Callable[[str], None] = lambda job_id: None,
     ) -> None:
         self.leases = leases
@@ -237,6 +239,7 @@ class WorkerSupervisor:
                 if self.options.processes_per_job <= 1:
                     self._ensure_warm_process()
                 claimed_at = time.time()  # the lease runs from the claim's commit, which is after this
+                token = self.work_available.token()
                 lease = self.leases.claim(self.worker_id)
             except Unavailable:
                 self._stopping.wait(max(self.options.idle_poll_seconds, 1.0))
@@ -246,8 +249,7 @@ class WorkerSupervisor:
                 self._stopping.wait(2.0)
                 continue
             if lease is None:
-                self.work_available.wait(self.options.idle_poll_seconds)
-                self.work_available.clear()
+                self.work_available.wait(self.options.idle_poll_seconds, since=token)
                 continue
             self.on_event_written(lease.job_id)
             self._run(lease, claimed_at)
@@ -324,6 +326,7 @@ class WorkerSupervisor:
             job.finish(JobState.FAILED, "internal error while supervising the job")
         finally:
             job.done.set()
+            self.heartbeat_now.set()  # wakes the heartbeat thread now instead of at its next beat
             heartbeat.join(timeout=10)
             self._control = self._current = None
             self.jobs_run += 1
@@ -355,7 +358,6 @@ class _JobRun:
             self.supervisor.heartbeat_now.wait(interval)
             if self.done.is_set():
                 return
-            self.supervisor.heartbeat_now.clear()
             started = time.time()
             try:
                 request = self.leases.heartbeat(self.lease)

@@ -99,7 +99,9 @@ class WarmPipelines:
 
     def load(self, base_model_id: str) -> Any:
         self.warm(base_model_id)
-        return copy.deepcopy(self._template)
+        # Tokenizers are read-only in training and slow to copy: the copy shares them (deepcopy's memo).
+        shared = [getattr(self._template, name, None) for name in ("tokenizer", "tokenizer_2")]
+        return copy.deepcopy(self._template, memo={id(part): part for part in shared if part is not None})
 
 
 class Runner:
