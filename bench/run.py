@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
-AREAS = ("dataset", "trainer", "inference", "personalization")
+AREAS = ("dataset", "trainer", "inference", "personalization", "control_plane")
 
 
 def _load(area: str):
@@ -114,8 +114,9 @@ def main() -> int:
     fresh = {name: f for name, f in figures.items() if previous.get(name) is not f}
     figures = {**latest, **fresh}
     ordered = sorted(figures.values(), key=lambda f: f["name"])
-    keys = ("name", "value", "unit", "goal", "measured_at")
-    RESULTS.write_text(json.dumps([{k: f[k] for k in keys} for f in ordered], indent=2) + "\n")
+    # The note travels with its figure, so a partial run (`--only`) keeps the notes of the areas it did not run.
+    keys = ("name", "value", "unit", "goal", "measured_at", "note")
+    RESULTS.write_text(json.dumps([{k: f[k] for k in keys if f.get(k) is not None} for f in ordered], indent=2) + "\n")
     write_report(ordered, _machine())
     print(f"bench: wrote {RESULTS.relative_to(ROOT)} and {REPORT.relative_to(ROOT)}", file=sys.stderr)
     return 0
