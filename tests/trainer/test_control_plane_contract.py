@@ -10,10 +10,12 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import current_revision, head_revision, migrate
-from likeness.controlplane.schema import job_events, job_leases
+from likeness.controlplane.schema import job_events, job_leases, metadata
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.leases import LeaseQueue
@@ -52,6 +54,13 @@ def test_migrations_are_idempotent_and_a_newer_schema_refuses_to_start(database)
         connection.execute(sa.text("UPDATE alembic_version SET version_num = 'f00d'"))
     with pytest.raises(FailedPrecondition, match="newer than this build"):
         migrate(database)
+
+
+def test_the_migrated_schema_is_the_schema_the_code_declares(database):
+    # A change to likeness/controlplane/schema.py without a new migration revision fails here.
+    with database.transaction() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
 
 
 def test_unreachable_database_names_the_host_and_never_the_password():

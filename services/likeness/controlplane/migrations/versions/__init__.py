@@ -1,0 +1,1 @@
+"""Alembic revisions of the control-plane schema, oldest first (Alembic skips this file)."""
