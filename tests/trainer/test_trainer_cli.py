@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from trainer_helpers import photos
 
 from likeness.cli.main import main
@@ -58,3 +61,21 @@ def test_train_from_a_folder_detach_with_ctrl_c_and_reattach(trainer, tmp_path, 
     with LikenessClient(address) as client:
         assert client.get_training_job(job_id).state == pb.JOB_STATE_SUCCEEDED
     assert main(["train", str(folder), "--base-model", "tiny-sd15", "--address", address]) == 2  # no class noun
+
+
+def test_db_status_and_upgrade_report_the_schema_revision(tmp_path):
+    from likeness.controlplane.migrate import head_revision
+
+    url = f"sqlite:///{tmp_path / 'likeness.db'}"
+
+    def db(action: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "likeness.cli.main", "db", action, "--database-url", url],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "none (empty database), behind" in db("status")
+    assert f"empty -> {head_revision()}" in db("upgrade")
+    assert f"revision {head_revision()}, up to date" in db("status")

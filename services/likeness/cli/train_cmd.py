@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (default 100)")
     parser.add_argument("--export-kohya", action="store_true", help="also write the LoRA in kohya/A1111 format")
     parser.add_argument("--name", default="", help="display name of the job")
+    parser.add_argument("--priority", type=int, default=0, help="-100 to 100: workers take higher priorities first")
     add_address_argument(parser)
     parser.set_defaults(func=run)
 
@@ -194,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
                 rejected = sum(1 for report in dataset.reports if not report.kept)
                 print(f"dataset {dataset.dataset_id}: {dataset.image_count} photos ({rejected} rejected)")
                 dataset_id = dataset.dataset_id
-            job = client.create_training_job(build_spec(args, dataset_id), idempotency_key=uuid.uuid4().hex).job
+            job = client.create_training_job(
+                build_spec(args, dataset_id), idempotency_key=uuid.uuid4().hex, priority=args.priority
+            ).job
             job_id = job.job_id
             print(f"job {job_id} queued: '{job.spec.identifier} {job.spec.class_noun}' on {job.spec.base_model}")
         try:
