@@ -31,11 +31,11 @@ def test_one_warm_process_runs_consecutive_jobs_and_a_dead_one_is_replaced(tmp_p
             assert list(client.watch_training_job(first.job_id, timeout=300))[-1].state_changed.state == (
                 pb.JOB_STATE_SUCCEEDED
             )
-            warm_pid = supervisor._process.pid
+            warm_pid = supervisor.warm_process.pid
             spec = job_spec(steps=12, dataset_id=dataset.dataset_id, checkpointing=pb.CheckpointConfig(every_n_steps=3))
             second = client.create_training_job(spec).job
             wait_for(lambda: client.get_training_job(second.job_id).last_checkpoint_step >= 3, 120, what="a checkpoint")
-            assert supervisor._process.pid == warm_pid  # the same process took the next job
+            assert supervisor.warm_process.pid == warm_pid  # the same process took the next job
             os.kill(warm_pid, signal.SIGKILL)
             events = list(client.watch_training_job(second.job_id, timeout=300))
             final = client.get_training_job(second.job_id)

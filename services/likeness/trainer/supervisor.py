@@ -201,7 +201,7 @@ class WorkerSupervisor:
         self.work_available = work_available
         self.heartbeat_now = heartbeat_now
         self.on_event_written = on_event_written
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._process: TrainingProcess | None = None
         self._control: JobControl | None = None
@@ -216,7 +216,7 @@ class WorkerSupervisor:
 
     def stop(self, grace_seconds: float) -> None:
         """Preempts the running job (it checkpoints and goes back to the queue) and stops the training process."""
-        self._stopping.set()
+        self.stopping.set()
         self.work_available.set()
         control, lease = self._control, self._current
         if control is not None and lease is not None:
@@ -234,19 +234,19 @@ class WorkerSupervisor:
     # ---- the loop ----------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 if self.options.processes_per_job <= 1:
-                    self._ensure_warm_process()
+                    self.ensure_warm_process()
                 claimed_at = time.time()  # the lease runs from the claim's commit, which is after this
                 token = self.work_available.token()
                 lease = self.leases.claim(self.worker_id)
             except Unavailable:
-                self._stopping.wait(max(self.options.idle_poll_seconds, 1.0))
+                self.stopping.wait(max(self.options.idle_poll_seconds, 1.0))
                 continue
             except Exception:
                 log.exception("worker supervisor failed; retrying", extra={"worker": self.worker_id})
-                self._stopping.wait(2.0)
+                self.stopping.wait(2.0)
                 continue
             if lease is None:
                 self.work_available.wait(self.options.idle_poll_seconds, since=token)
@@ -254,14 +254,14 @@ class WorkerSupervisor:
             self.on_event_written(lease.job_id)
             self._run(lease, claimed_at)
 
-    def _ensure_warm_process(self) -> None:
+    def ensure_warm_process(self) -> None:
         if self._process is not None and self._process.alive():
             return
         if self._process is not None:
             log.warning("training process died; starting a new one", extra={"worker": self.worker_id})
-        self._process = TrainingProcess(self._command(["--serve"]), self._env(), self.worker_id)
+        self._process = TrainingProcess(self.command(["--serve"]), self.environment(), self.worker_id)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and not self._stopping.is_set():
+        while time.monotonic() < deadline and not self.stopping.is_set():
             try:
                 event = self._process.next_event(timeout=0.5)
             except ProcessExited:
@@ -270,10 +270,20 @@ class WorkerSupervisor:
                 raise RuntimeError(detail) from None
             if event is not None and event["type"] == WorkerEventType.READY:
                 return
-        if not self._stopping.is_set():
+        if not self.stopping.is_set():
             raise RuntimeError("the training process did not become ready in time")
 
-    def _command(self, mode: list[str]) -> list[str]:
+    @property
+    def warm_process(self) -> TrainingProcess:
+        assert self._process is not None, "ensure_warm_process() first"
+        return self._process
+
+    def start_one_shot_process(self, job_file: Path) -> TrainingProcess:
+        """A process for one data-parallel job (`accelerate launch ... --job-file`); it exits when the job ends."""
+        self._process = TrainingProcess(self.command(["--job-file", str(job_file)]), self.environment(), self.worker_id)
+        return self._process
+
+    def command(self, mode: list[str]) -> list[str]:
         args = [
             "-m", "likeness.trainer.worker", *mode,
             "--storage-url", self.options.storage_url,
@@ -298,7 +308,7 @@ class WorkerSupervisor:
             *args,
         ]  # fmt: skip
 
-    def _env(self) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         env = {**os.environ, **self.slot.env, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         if self.options.torch_threads:
             env["OMP_NUM_THREADS"] = str(self.options.torch_threads)
@@ -396,21 +406,17 @@ class _JobRun:
                     json.dumps({"job": self.lease.job_message(), "control_file": str(self.control.path)}),
                     encoding="utf-8",
                 )
-                process = TrainingProcess(
-                    supervisor._command(["--job-file", str(job_file)]), supervisor._env(), supervisor.worker_id
-                )
-                supervisor._process = process
+                process = supervisor.start_one_shot_process(job_file)
             else:
                 if attempt > 1:
-                    supervisor._ensure_warm_process()
-                process = supervisor._process
-                assert process is not None
+                    supervisor.ensure_warm_process()
+                process = supervisor.warm_process
                 process.send(encode_run_command(self.lease.job_message(), self.control.path))
             outcome, crash = self._relay(process)
             if outcome is not None:
                 self._conclude(outcome)
                 return
-            if self.lost.is_set() or supervisor._stopping.is_set():
+            if self.lost.is_set() or supervisor.stopping.is_set():
                 self._conclude(
                     {"type": WorkerEventType.LEASE_LOST if self.lost.is_set() else WorkerEventType.PREEMPTED}
                 )
@@ -423,7 +429,7 @@ class _JobRun:
 
     def _relay(self, process: TrainingProcess) -> tuple[dict[str, Any] | None, str]:
         """Relays events until the job's outcome; returns (outcome event, "") or (None, why the process died)."""
-        stopping = self.supervisor._stopping
+        stopping = self.supervisor.stopping
         kill_at: float | None = None
         while True:
             if (stopping.is_set() or self.lost.is_set() or self.stop_reason) and kill_at is None:
