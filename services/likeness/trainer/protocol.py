@@ -18,16 +18,17 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from likeness.trainer.states import ValueEnum
 
 EVENT_PREFIX = "@@likeness-event "
 #: A write starts only when at least this long is left on the lease (the time a checkpoint upload may take).
 LEASE_WRITE_MARGIN_SECONDS = 1.0
 
 
-class WorkerEventType(str, Enum):
+class WorkerEventType(ValueEnum):
     """What a training process reports."""
 
     READY = "ready"
@@ -42,9 +43,6 @@ class WorkerEventType(str, Enum):
     PREEMPTED = "preempted"
     LEASE_LOST = "lease_lost"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 OUTCOMES = frozenset(
     {
@@ -57,15 +55,12 @@ OUTCOMES = frozenset(
 )
 
 
-class StopReason(str, Enum):
+class StopReason(ValueEnum):
     """Why a run stops early. PREEMPT checkpoints first; LEASE_LOST writes nothing more."""
 
     CANCEL = "cancel"
     PREEMPT = "preempt"
     LEASE_LOST = "lease_lost"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def encode_event(event_type: WorkerEventType, **payload: Any) -> str:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from enum import Enum
 
 
-class JobState(str, Enum):
+class ValueEnum(str, Enum):
+    """A string enum that prints as its value (what the database, the logs and the worker protocol carry)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobState(ValueEnum):
     """Lifecycle of a training job (stored by value in `training_jobs.state`)."""
 
     QUEUED = "QUEUED"
@@ -13,9 +20,6 @@ class JobState(str, Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -25,7 +29,7 @@ class JobState(str, Enum):
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
-class JobEventType(str, Enum):
+class JobEventType(ValueEnum):
     """Events of a job's log, as `WatchTrainingJob` streams them (stored by value in `job_events.type`)."""
 
     STATE_CHANGED = "state_changed"
@@ -34,18 +38,12 @@ class JobEventType(str, Enum):
     VALIDATION_IMAGES = "validation_images"
     SUCCEEDED = "succeeded"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class StopRequest(str, Enum):
+class StopRequest(ValueEnum):
     """Why the owning worker should stop a running job."""
 
     CANCEL = "cancel"
     PREEMPT = "preempt"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def is_final_event(event: dict) -> bool:
