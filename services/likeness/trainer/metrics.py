@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-JOBS = Gauge("likeness_trainer_jobs", "Training jobs in the control-plane database, by state", ["state"])
-QUEUE_DEPTH = Gauge("likeness_trainer_queue_depth", "Training jobs waiting in the queue (all replicas)")
+# Read from the database: every trainer process reports the same cluster-wide values, so aggregate with max().
+JOBS = Gauge(
+    "likeness_trainer_jobs", "Training jobs in the control-plane database, by state (aggregate with max)", ["state"]
+)
+QUEUE_DEPTH = Gauge(
+    "likeness_trainer_queue_depth", "Training jobs waiting in the queue, all replicas (aggregate with max)"
+)
 DATABASE_UP = Gauge("likeness_trainer_database_up", "1 while the control-plane database answers, else 0")
 JOBS_FINISHED = Counter("likeness_trainer_jobs_finished_total", "Training jobs that ended, by final state", ["state"])
 STEPS = Counter("likeness_trainer_steps_total", "Optimisation steps trained", ["device"])
