@@ -95,7 +95,8 @@ def test_a_full_queue_refuses_with_resource_exhausted(catalog, storage) -> None:
 
 
 def test_stopping_the_server_drains_running_requests(catalog, storage) -> None:
-    running = BackgroundInferenceServer(storage, catalog, base_models=TINY_CATALOG).start()
+    # A drain period well above the generation's duration on a loaded 2-core machine (the default 2 s is not).
+    running = BackgroundInferenceServer(storage, catalog, base_models=TINY_CATALOG, grace_seconds=60).start()
     stream = running.stub.GenerateImages(request(prompt="a dog", steps=20), timeout=120)
     events: list[str] = []
     first = threading.Event()

@@ -147,7 +147,8 @@ class BackgroundInferenceServer:
     synchronous tests and benchmarks: `start()` returns once it serves; `stub` is a blocking client stub.
 
     `settings` fields can be overridden by keyword (`batch_window_ms=0`, ...); `storage`, `catalog`,
-    `subject_cache_bytes` and `chunk_bytes` go to `InferenceComponent`.
+    `subject_cache_bytes` and `chunk_bytes` go to `InferenceComponent`; `grace_seconds` is the drain period of
+    `stop()`.
     """
 
     def __init__(
@@ -157,10 +158,12 @@ class BackgroundInferenceServer:
         *,
         subject_cache_bytes: int | None = None,
         chunk_bytes: int | None = None,
+        grace_seconds: float = 2.0,
         **settings_fields: object,
     ) -> None:
         from likeness.inference.service import InferenceComponent
 
+        self.grace_seconds = grace_seconds
         fields: dict[str, object] = {
             "base_models": DEFAULT_CATALOG_SPEC,
             "default_base_model": "tiny-sd15",
@@ -190,7 +193,7 @@ class BackgroundInferenceServer:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            async with serve_components([self.component], self.settings) as running:
+            async with serve_components([self.component], self.settings, self.grace_seconds) as running:
                 self.address = running.address
                 self._ready.set()
                 await self._stop.wait()
@@ -221,7 +224,7 @@ class BackgroundInferenceServer:
         """Drain and stop the server (streams in flight may finish), then close the client channel."""
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+        self._thread.join(self.grace_seconds + 30)
         self.channel.close()
 
     def __enter__(self) -> BackgroundInferenceServer:

@@ -416,16 +416,25 @@ class _JobRun:
             if outcome is not None:
                 self._conclude(outcome)
                 return
-            if self.lost.is_set() or supervisor.stopping.is_set():
-                self._conclude(
-                    {"type": WorkerEventType.LEASE_LOST if self.lost.is_set() else WorkerEventType.PREEMPTED}
-                )
+            stopped = self._stopped_outcome()
+            if stopped is not None:
+                # The process was asked to stop and died (or was killed) before it reported: honour the request.
+                self._conclude({"type": stopped})
                 return
             if attempt < MAX_ATTEMPTS:
                 log.warning("training process died; resuming the job in a new one", extra={"job_id": self.lease.job_id})
                 self._event(JobEventType.STATE_CHANGED, {"state": "RUNNING", "message": f"resuming after {crash}"})
                 continue
             self.finish(JobState.FAILED, crash)
+
+    def _stopped_outcome(self) -> WorkerEventType | None:
+        if self.lost.is_set():
+            return WorkerEventType.LEASE_LOST
+        if self.stop_reason == StopReason.CANCEL:
+            return WorkerEventType.CANCELLED
+        if self.stop_reason == StopReason.PREEMPT or self.supervisor.stopping.is_set():
+            return WorkerEventType.PREEMPTED
+        return None
 
     def _relay(self, process: TrainingProcess) -> tuple[dict[str, Any] | None, str]:
         """Relays events until the job's outcome; returns (outcome event, "") or (None, why the process died)."""
