@@ -262,27 +262,24 @@ class JobStore:
 
     def queue_positions(self, records: Sequence[JobRecord]) -> dict[str, int]:
         """1 for the next job to run, 0 when not queued: by priority, then age (tenant fairness may reorder)."""
-        queued = [r for r in records if r.state == JobState.QUEUED]
+        queued = [r.job_id for r in records if r.state == JobState.QUEUED]
         if not queued:
             return {}
-        positions = {}
+        jobs = training_jobs
+        # One query however many records: rank every queued job (at most the queue's capacity) and pick ours.
+        ranked = (
+            sa.select(
+                jobs.c.job_id,
+                sa.func.row_number()
+                .over(order_by=(jobs.c.priority.desc(), jobs.c.create_time, jobs.c.job_id))
+                .label("position"),
+            )
+            .where(jobs.c.state == JobState.QUEUED.value)
+            .subquery()
+        )
         with self.database.transaction() as connection:
-            for record in queued:
-                ahead = connection.execute(
-                    sa.select(sa.func.count()).where(
-                        training_jobs.c.state == JobState.QUEUED.value,
-                        sa.or_(
-                            training_jobs.c.priority > record.priority,
-                            sa.and_(
-                                training_jobs.c.priority == record.priority,
-                                sa.tuple_(training_jobs.c.create_time, training_jobs.c.job_id)
-                                < sa.tuple_(sa.literal(record.create_time), sa.literal(record.job_id)),
-                            ),
-                        ),
-                    )
-                ).scalar_one()
-                positions[record.job_id] = ahead + 1
-        return positions
+            rows = connection.execute(sa.select(ranked).where(ranked.c.job_id.in_(queued))).all()
+        return {job_id: position for job_id, position in rows}
 
     def list(
         self, tenant: str, states: Iterable[JobState] = (), page_size: int = 0, page_token: str = ""
