@@ -123,6 +123,15 @@ class Database:
             yield connection
 
     @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A transaction for reading only. On SQLite it begins DEFERRED, so readers run beside a writer (WAL)
+        instead of queueing for the write lock that `transaction` takes."""
+        with self._mapped_errors(), self.engine.connect() as connection:
+            connection = connection.execution_options(likeness_read_only=True)
+            with connection.begin():
+                yield connection
+
+    @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
         """A connection whose transactions the caller manages (migrations); errors mapped as in `transaction`."""
         with self._mapped_errors(), self.engine.connect() as connection:
@@ -211,4 +220,5 @@ def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    read_only = connection.get_execution_options().get("likeness_read_only", False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -109,3 +109,79 @@ subject_models = sa.Table(
     sa.Column("manifest", sa.JSON, nullable=False),
 )
 sa.Index("ix_subject_models_tenant", subject_models.c.tenant, subject_models.c.model_id)
+
+#: The gallery: prompts with the parameters and images they were generated with. Full-text search runs on
+#: engine-specific structures that the migration creates beside this table (SEARCH_INDEX_OBJECTS): an FTS5
+#: table kept in step by triggers on SQLite, a generated tsvector column with a GIN index on PostgreSQL.
+gallery_prompts = sa.Table(
+    "gallery_prompts",
+    metadata,
+    #: Integer row id: the FTS5 index keys its rows by it, and it breaks ties in every ordering.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    #: The public id, derived from the tenant and the recipe (likeness.gallery.records.recipe_prompt_id), so
+    #: replicas recording the same recipe at once meet on this unique key instead of writing duplicates.
+    sa.Column("prompt_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    #: Visible to every tenant (the built-in seeds, imported public collections); otherwise only to `tenant`.
+    sa.Column("shared", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("negative_prompt", sa.Text, nullable=False, server_default=""),
+    sa.Column("base_model", sa.String(200), nullable=False, server_default=""),
+    sa.Column("subject_model_id", sa.String(128), nullable=False, server_default=""),
+    #: Validated generation parameters (likeness.gallery.records.validate_params) as a JSON object.
+    sa.Column("params", sa.Text, nullable=False),
+    #: Normalized tags as a JSON array; searched as text, filtered exactly through gallery_tags.
+    sa.Column("tags", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("uses", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", Seconds, nullable=False),
+    #: Where it came from: record, generation, import or seed.
+    sa.Column("source", sa.String(16), nullable=False, server_default="record"),
+    #: Storage keys of the full image and its WebP thumbnail; NULL for entries without an image.
+    sa.Column("image_key", sa.String(1024), nullable=True),
+    sa.Column("thumbnail_key", sa.String(1024), nullable=True),
+    #: The prompt's sentence embedding (float32, unit norm), filled once by the semantic backfill.
+    sa.Column("embedding", sa.LargeBinary, nullable=True),
+)
+# Browsing (no query) walks these in order: most used, then newest, then id; one index per visibility branch.
+sa.Index(
+    "ix_gallery_own_browse",
+    gallery_prompts.c.tenant,
+    gallery_prompts.c.shared,
+    gallery_prompts.c.uses,
+    gallery_prompts.c.created_at,
+    gallery_prompts.c.id,
+)
+sa.Index(
+    "ix_gallery_shared_browse",
+    gallery_prompts.c.shared,
+    gallery_prompts.c.uses,
+    gallery_prompts.c.created_at,
+    gallery_prompts.c.id,
+)
+sa.Index("ix_gallery_subject", gallery_prompts.c.tenant, gallery_prompts.c.subject_model_id)
+
+#: One row per (tag, entry), so a tag filter is an index lookup instead of a scan of the tags text.
+gallery_tags = sa.Table(
+    "gallery_tags",
+    metadata,
+    sa.Column("tag", sa.String(40), primary_key=True),
+    sa.Column(
+        "prompt_row",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("gallery_prompts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+)
+
+#: Engine-specific search structures beside gallery_prompts that schema comparison leaves out: the FTS5 table
+#: and its shadow tables (SQLite), the tsvector column and its GIN index (PostgreSQL).
+SEARCH_INDEX_OBJECTS = frozenset({"gallery_fts", "search_vector", "ix_gallery_search"})
+
+
+def include_in_schema_comparison(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's include_object hook: everything but SEARCH_INDEX_OBJECTS (and the FTS5 shadow tables)."""
+    if name is None:
+        return True
+    return name not in SEARCH_INDEX_OBJECTS and not name.startswith("gallery_fts_")

@@ -1,4 +1,4 @@
-"""The gallery's prompt record: its fields, validation of what callers send, and its JSON form in storage."""
+"""The gallery's prompt record: its fields and the validation of what callers send."""
 
 from __future__ import annotations
 
@@ -7,22 +7,20 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from typing import Any
 
+from likeness.enums import ValueEnum
 from likeness.errors import InvalidArgument
 from likeness.models.arch import TINY_MIN_RESOLUTION
 from likeness.text import check_plain_text
 
-RECORD_FORMAT_VERSION = 1
 # Owner of the built-in seed collection. The leading underscore keeps it out of the tenant name space.
 SEED_TENANT = "_builtin"
 
 MAX_PROMPT_CHARS = 1000
 MAX_BASE_MODEL_CHARS = 200
 MAX_SUBJECT_MODEL_ID_CHARS = 128
-MAX_IMAGE_KEY_CHARS = 1024
 MAX_TAGS = 20
 MAX_TAG_CHARS = 40
 _TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9 _.+-]*$")
@@ -53,6 +51,15 @@ _PARAM_RULES: dict[str, _NumberRule] = {
 PARAM_NAMES = (*_PARAM_RULES, "scheduler")
 
 
+class PromptSource(ValueEnum):
+    """Where a gallery entry came from (stored by value in `gallery_prompts.source`)."""
+
+    RECORD = "record"
+    GENERATION = "generation"
+    IMPORT = "import"
+    SEED = "seed"
+
+
 @dataclass
 class PromptRecord:
     """A prompt with the parameters it was generated with.
@@ -60,6 +67,7 @@ class PromptRecord:
     `params` holds only keys of PARAM_NAMES; a missing key means "the base model's default".
     `uses` counts how often the identical prompt was recorded (a first recording counts 1).
     An empty `base_model` means the prompt suits any base model (the built-in seeds).
+    `created_at` is seconds since the epoch. `shared` entries are visible to every tenant.
     """
 
     prompt_id: str
@@ -70,54 +78,21 @@ class PromptRecord:
     params: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     subject_model_id: str = ""
-    created_at: str = ""
+    created_at: float = 0.0
     uses: int = 1
+    shared: bool = False
+    source: PromptSource = PromptSource.RECORD
     image_key: str | None = None
+    thumbnail_key: str | None = None
 
     @property
     def builtin(self) -> bool:
         """True for the read-only seed collection every tenant sees."""
         return self.tenant == SEED_TENANT
 
-    def to_json(self) -> dict[str, Any]:
-        return {"format_version": RECORD_FORMAT_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PromptRecord:
-        """Parse a stored record; unknown keys (written by newer versions) are ignored."""
-        image_key = data.get("image_key")
-        return cls(
-            prompt_id=str(data["prompt_id"]),
-            tenant=str(data["tenant"]),
-            prompt=str(data["prompt"]),
-            negative_prompt=str(data.get("negative_prompt", "")),
-            base_model=str(data.get("base_model", "")),
-            params=dict(data.get("params") or {}),
-            tags=[str(tag) for tag in data.get("tags") or []],
-            subject_model_id=str(data.get("subject_model_id", "")),
-            created_at=normalize_timestamp(str(data.get("created_at", ""))),
-            uses=int(data.get("uses", 1)),
-            image_key=str(image_key) if image_key else None,
-        )
-
-    def copy(self) -> PromptRecord:
-        """A copy whose params/tags can be changed without touching the store's index."""
-        return PromptRecord(**{**asdict(self), "params": dict(self.params), "tags": list(self.tags)})
-
-
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with microseconds, so that string order is time order."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def normalize_timestamp(text: str) -> str:
-    """Rewrite any RFC 3339 text in the canonical form of format_timestamp (empty stays empty)."""
-    if not text:
-        return ""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return format_timestamp(moment)
+    @property
+    def has_image(self) -> bool:
+        return self.image_key is not None
 
 
 def _check_text(value: str, field_name: str, max_chars: int) -> str:
@@ -149,12 +124,6 @@ def validate_base_model(base_model: str) -> str:
 
 def validate_subject_model_id(subject_model_id: str) -> str:
     return _check_text(subject_model_id, "subject_model_id", MAX_SUBJECT_MODEL_ID_CHARS)
-
-
-def validate_image_key(image_key: str | None) -> str | None:
-    if image_key is None:
-        return None
-    return _check_text(image_key, "image_key", MAX_IMAGE_KEY_CHARS) or None
 
 
 def normalize_tag(tag: str, field_name: str) -> str:

@@ -1,70 +1,112 @@
-"""The prompt gallery's store: records prompts in shared storage and searches them per tenant.
+"""The prompt gallery's store: entries in the control-plane database, images in shared storage.
 
-Each record is one JSON object at `tenants/{tenant}/gallery/prompts/{prompt_id}.json`. Replicas keep an
-in-memory index per tenant, loaded on the tenant's first request (or for all tenants at start with
-`preload()`) and refreshed from a listing of the tenant's folder at most every `refresh_interval_s`, so
-records written by other replicas appear within that interval (`get` reads storage and sees them at once).
+Every request is one or two indexed queries; nothing is held in memory between requests, so any number of
+replicas on one database see each other's writes at once. Text search runs on the engine's own full-text index
+(FTS5 on SQLite, a tsvector with GIN on PostgreSQL; see docs/gallery.md), browsing walks the browse indexes.
 
-A tenant sees its own records plus the built-in seed collection (the templates of `seed_prompts.json`).
+A tenant sees its own entries plus shared ones: the built-in seed collection and collections imported as
+shared. Another tenant's private entry answers NotFound, exactly like an id that never existed.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from likeness.errors import AlreadyExists, InvalidArgument, LikenessError, NotFound
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from likeness.controlplane.database import Database
+from likeness.controlplane.schema import gallery_prompts, gallery_tags
+from likeness.enums import ValueEnum
+from likeness.errors import InvalidArgument, NotFound
 from likeness.gallery import templates
+from likeness.gallery.images import MEDIA_TYPES, prepare_image
+from likeness.gallery.pages import Cursor, decode_token, encode_token, fingerprint
+from likeness.gallery.query import MatchMode, SearchTerms
 from likeness.gallery.records import (
     MAX_PROMPT_CHARS,
     MAX_TAGS,
     SEED_TENANT,
     PromptRecord,
+    PromptSource,
     dedupe_key,
-    format_timestamp,
-    normalize_timestamp,
     recipe_prompt_id,
     validate_base_model,
-    validate_image_key,
     validate_negative_prompt,
     validate_params,
     validate_prompt,
     validate_subject_model_id,
     validate_tags,
 )
-from likeness.gallery.search import LexicalRanker, Ranker, SearchDocument
 from likeness.storage.base import Storage
 from likeness.storage.layout import (
-    TENANTS_PREFIX,
-    gallery_prompt_key,
-    gallery_prompts_prefix,
+    gallery_image_key,
+    gallery_thumbnail_key,
     validate_resource_id,
     validate_tenant,
 )
 
-__all__ = ["SEED_TENANT", "PromptRecord", "PromptStore", "RecordOutcome", "SearchHit", "SearchPage"]
+__all__ = [
+    "SEED_TENANT",
+    "PromptRecord",
+    "PromptStore",
+    "RecordOutcome",
+    "Scope",
+    "SearchFilters",
+    "SearchHit",
+    "SearchPage",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 SEED_ID_PREFIX = "seed-"
-# The seeds predate every tenant record, so "newest first" lists a tenant's own prompts before them.
-SEED_CREATED_AT = "2023-01-01T00:00:00.000000Z"
-_TOKEN_VERSION = 1
+# The seeds predate every tenant entry, so "newest first" lists a tenant's own prompts before them.
+SEED_CREATED_AT = 1672531200.0  # 2023-01-01T00:00:00Z
+
+# Ranking of a text query (docs/gallery.md): relevance x popularity boost x recency boost, where
+#   popularity = uses / (uses + POPULARITY_HALF)            0 .. 1, one half at POPULARITY_HALF uses
+#   recency    = RECENCY_HALF_S / (RECENCY_HALF_S + age)     1 when new, one half after RECENCY_HALF_S
+# Both boosts are bounded, so no amount of use lifts an entry that does not match over one that does well.
+POPULARITY_WEIGHT = 0.5
+POPULARITY_HALF = 10.0
+RECENCY_WEIGHT = 0.25
+RECENCY_HALF_S = 30 * 86400.0
+# Column weights of relevance: the prompt text counts more than the tags.
+SQLITE_BM25_WEIGHTS = (1.0, 0.4)
+#: Matches ranked together (see PromptStore._match); bounds the cost of a query however common its words.
+TIER_SIZE = 4000
+NO_UPPER_BOUND = float(2**62)
+
+
+class Scope(ValueEnum):
+    """Whose entries a search covers."""
+
+    ALL = "all"  # the tenant's own and the shared ones
+    OWN = "own"  # only the tenant's own (shared or not)
+    SHARED = "shared"  # only shared entries (the seeds, imported public collections)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Filters of a search; every one given must hold."""
+
+    tags: Sequence[str] = ()
+    base_model: str = ""  # entries of this base model, plus model-agnostic ones (empty base_model)
+    scope: Scope = Scope.ALL
+    subject_model_id: str = ""
+    created_after: float | None = None  # seconds since the epoch, inclusive
+    created_before: float | None = None  # exclusive
 
 
 class RecordOutcome(NamedTuple):
-    """The stored record, and whether an identical prompt already existed (then its `uses` went up by one)."""
+    """The stored entry, and whether an identical recipe already existed (then its `uses` went up by one)."""
 
     record: PromptRecord
     existing: bool
@@ -72,10 +114,11 @@ class RecordOutcome(NamedTuple):
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One search result. `score` is 0 for empty-query listings; otherwise higher is better."""
+    """One search result. `score` is 0 when browsing; otherwise higher is better. `thumbnail`: WebP or None."""
 
     record: PromptRecord
     score: float
+    thumbnail: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -86,130 +129,132 @@ class SearchPage:
     next_page_token: str
 
 
-@dataclass
-class _TenantIndex:
-    records: dict[str, PromptRecord] = field(default_factory=dict)
-    refreshed_at: float | None = None  # monotonic seconds of the last listing
-    unreadable: set[str] = field(default_factory=set)  # keys skipped as corrupt, not re-read every refresh
-    # Per tenant, so one tenant's slow storage listing does not hold up another tenant's requests.
-    lock: threading.RLock = field(default_factory=threading.RLock)
+@dataclass(frozen=True)
+class PromptDraft:
+    """A validated entry not yet stored: what `record` and the importer build, what `_insert_many` writes."""
 
+    prompt: str
+    negative_prompt: str = ""
+    base_model: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    subject_model_id: str = ""
 
-def _seed_records() -> dict[str, PromptRecord]:
-    seeds = {}
-    for template in templates.list_templates():
-        record = PromptRecord(
-            prompt_id=SEED_ID_PREFIX + template.template_id,
-            tenant=SEED_TENANT,
-            prompt=template.template,
-            negative_prompt=template.negative_prompt,
-            base_model="",
-            params=validate_params(template.default_params),
-            tags=validate_tags([template.category, *template.tags]),
-            subject_model_id="",
-            created_at=SEED_CREATED_AT,
-            uses=0,
-            image_key=None,
+    @classmethod
+    def validate(
+        cls,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        base_model: str = "",
+        params: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        subject_model_id: str = "",
+    ) -> PromptDraft:
+        """InvalidArgument names the field to fix (`prompt`, `params.steps`, `tags[2]`, ...)."""
+        return cls(
+            prompt=validate_prompt(prompt),
+            negative_prompt=validate_negative_prompt(negative_prompt),
+            base_model=validate_base_model(base_model),
+            params=validate_params(params),
+            tags=validate_tags(tags),
+            subject_model_id=validate_subject_model_id(subject_model_id),
         )
-        seeds[record.prompt_id] = record
-    return seeds
+
+    def prompt_id(self, tenant: str) -> str:
+        return recipe_prompt_id(tenant, dedupe_key(self.prompt, self.negative_prompt, self.base_model, self.params))
 
 
-def _document(record: PromptRecord) -> SearchDocument:
-    return SearchDocument(record.prompt_id, record.prompt, tuple(record.tags))
+_COLUMNS = (
+    gallery_prompts.c.id,
+    gallery_prompts.c.prompt_id,
+    gallery_prompts.c.tenant,
+    gallery_prompts.c.shared,
+    gallery_prompts.c.prompt,
+    gallery_prompts.c.negative_prompt,
+    gallery_prompts.c.base_model,
+    gallery_prompts.c.subject_model_id,
+    gallery_prompts.c.params,
+    gallery_prompts.c.tags,
+    gallery_prompts.c.uses,
+    gallery_prompts.c.created_at,
+    gallery_prompts.c.source,
+    gallery_prompts.c.image_key,
+    gallery_prompts.c.thumbnail_key,
+)
+_COLUMN_LIST = ", ".join(f"p.{column.name}" for column in _COLUMNS)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+def _record(row: Any) -> PromptRecord:
+    return PromptRecord(
+        prompt_id=row.prompt_id,
+        tenant=row.tenant,
+        prompt=row.prompt,
+        negative_prompt=row.negative_prompt,
+        base_model=row.base_model,
+        params=json.loads(row.params),
+        tags=json.loads(row.tags),
+        subject_model_id=row.subject_model_id,
+        created_at=float(row.created_at),
+        uses=int(row.uses),
+        shared=bool(row.shared),
+        source=PromptSource(row.source),
+        image_key=row.image_key,
+        thumbnail_key=row.thumbnail_key,
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 class PromptStore:
-    """Records, fetches and searches prompts of many tenants in one shared storage. Thread-safe."""
+    """Records, fetches and searches the prompts of many tenants in one database. Thread-safe."""
 
     def __init__(
         self,
+        database: Database,
         storage: Storage,
         *,
-        ranker: Ranker | None = None,
-        refresh_interval_s: float = 10.0,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.database = database
         self.storage = storage
-        self.ranker: Ranker = ranker if ranker is not None else LexicalRanker()
-        self.refresh_interval_s = refresh_interval_s
         self._clock = clock
-        self._seeds = _seed_records()
-        self._tenants: dict[str, _TenantIndex] = {}
-        self._tenants_lock = threading.Lock()
+        self._dialect = database.engine.dialect.name
 
-    # ---- loading ------------------------------------------------------------------------------------------
+    # ---- seeds --------------------------------------------------------------------------------------------
 
-    def preload(self, tenants: Iterable[str] | None = None) -> int:
-        """Load the indexes of `tenants` (default: every tenant folder in storage); returns records loaded.
-
-        Servers call this at start so the first search of each tenant does not pay for the listing.
-        """
-        names = list(tenants) if tenants is not None else self.storage.list_dirs(TENANTS_PREFIX)
-        total = 0
-        for tenant in names:
-            try:
-                _check_tenant(tenant)
-            except LikenessError as exc:  # a stray folder whose name is not a valid tenant
-                log.warning("gallery preload skipped tenant folder %r: %s", tenant, exc)
-                continue
-            total += len(self._refresh(tenant, force=True).records)
-        # Records just loaded were prepared by _refresh; the seeds are prepared here, once.
-        self.ranker.prepare([_document(record) for record in self._seeds.values()])
-        return total
-
-    def _index(self, tenant: str) -> _TenantIndex:
-        with self._tenants_lock:
-            return self._tenants.setdefault(tenant, _TenantIndex())
-
-    def _refresh(self, tenant: str, *, force: bool = False) -> _TenantIndex:
-        """The tenant's index, re-listed from storage when older than the refresh interval."""
-        index = self._index(tenant)
-        with index.lock:
-            now = time.monotonic()
-            if not force and index.refreshed_at is not None and now - index.refreshed_at < self.refresh_interval_s:
-                return index
-            listed = {key for key in self.storage.list(gallery_prompts_prefix(tenant)) if key.endswith(".json")}
-            known_keys = {gallery_prompt_key(tenant, prompt_id): prompt_id for prompt_id in index.records}
-            for key, prompt_id in known_keys.items():
-                if key not in listed:  # deleted by an operator
-                    del index.records[prompt_id]
-            new_keys = sorted(listed - known_keys.keys() - index.unreadable)
-            loaded = []
-            for key, data in self.storage.read_many(new_keys).items():
-                record = self._parse_stored(key, data, tenant)
-                if record is None:
-                    index.unreadable.add(key)
-                else:
-                    index.records[record.prompt_id] = record
-                    loaded.append(_document(record))
-            self.ranker.prepare(loaded)
-            index.refreshed_at = now
-            return index
-
-    def _parse_stored(self, key: str, data: bytes, tenant: str) -> PromptRecord | None:
-        # One corrupt object must not take the tenant's gallery down; it is logged and skipped.
-        try:
-            record = PromptRecord.from_json(json.loads(data))
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("skipping unreadable gallery record %s: %s", key, exc)
-            return None
-        if record.tenant != tenant or gallery_prompt_key(tenant, record.prompt_id) != key:
-            log.warning("skipping gallery record %s: its tenant/prompt_id do not match its key", key)
-            return None
-        return record
-
-    def _read_stored(self, tenant: str, prompt_id: str) -> PromptRecord | None:
-        key = gallery_prompt_key(tenant, prompt_id)
-        try:
-            data = self.storage.read_bytes(key)
-        except NotFound:
-            return None
-        return self._parse_stored(key, data, tenant)
+    def install_seeds(self) -> int:
+        """Write the built-in templates as shared seed entries (an upsert: a new release refreshes them)."""
+        rows = []
+        for template in templates.list_templates():
+            rows.append(
+                {
+                    "prompt_id": SEED_ID_PREFIX + template.template_id,
+                    "tenant": SEED_TENANT,
+                    "shared": True,
+                    "prompt": template.template,
+                    "negative_prompt": template.negative_prompt,
+                    "base_model": "",
+                    "subject_model_id": "",
+                    "params": _json(validate_params(template.default_params)),
+                    "tags": _json(validate_tags([template.category, *template.tags])),
+                    "uses": 0,
+                    "created_at": SEED_CREATED_AT,
+                    "source": PromptSource.SEED.value,
+                }
+            )
+        insert = self._insert()
+        statement = insert.on_conflict_do_update(
+            index_elements=[gallery_prompts.c.prompt_id],
+            set_={name: insert.excluded[name] for name in ("prompt", "negative_prompt", "params", "tags")},
+        ).returning(gallery_prompts.c.id, gallery_prompts.c.tags)
+        with self.database.transaction() as connection:
+            stored = connection.execute(statement, rows).all()
+            connection.execute(gallery_tags.delete().where(gallery_tags.c.prompt_row.in_([row.id for row in stored])))
+            self._insert_tags(connection, [(row.id, json.loads(row.tags)) for row in stored])
+        return len(stored)
 
     # ---- record -------------------------------------------------------------------------------------------
 
@@ -223,77 +268,171 @@ class PromptStore:
         params: Mapping[str, Any] | None = None,
         tags: Iterable[str] | None = None,
         subject_model_id: str = "",
-        image_key: str | None = None,
+        image: bytes | None = None,
+        shared: bool = False,
+        source: PromptSource = PromptSource.RECORD,
     ) -> RecordOutcome:
-        """Validate and store a prompt. An identical one (same text up to whitespace, negative prompt, base
-        model and params) is not duplicated: its `uses` goes up by one, new tags are added and a missing
-        image_key is filled in, and the outcome says `existing=True`.
+        """Validate and store a prompt, with its image when given (kept as sent, plus a WebP thumbnail).
 
-        InvalidArgument names the field to fix (`prompt`, `params.steps`, `tags[2]`, ...).
+        An identical recipe (same text up to whitespace, negative prompt, base model and params) is not
+        duplicated: its `uses` goes up by one, new tags are added, a missing image is filled in, and the
+        outcome says `existing=True`. InvalidArgument names the field to fix.
         """
-        _check_tenant(tenant)
-        prompt = validate_prompt(prompt)
-        negative_prompt = validate_negative_prompt(negative_prompt)
-        base_model = validate_base_model(base_model)
-        params = validate_params(params)
-        tags = validate_tags(tags)
-        subject_model_id = validate_subject_model_id(subject_model_id)
-        image_key = validate_image_key(image_key)
-        fresh = PromptRecord(
-            prompt_id=recipe_prompt_id(tenant, dedupe_key(prompt, negative_prompt, base_model, params)),
-            tenant=tenant,
-            prompt=prompt,
+        validate_tenant(tenant)
+        draft = PromptDraft.validate(
+            prompt,
             negative_prompt=negative_prompt,
             base_model=base_model,
             params=params,
             tags=tags,
             subject_model_id=subject_model_id,
-            created_at=format_timestamp(self._clock()),
-            uses=1,
-            image_key=image_key,
         )
-        key = gallery_prompt_key(tenant, fresh.prompt_id)
-        index = self._index(tenant)
-        with index.lock:
-            if fresh.prompt_id not in index.records:
-                try:
-                    self.storage.create_json(key, fresh.to_json())
-                except AlreadyExists:
-                    # Recorded by another replica since our last listing: this is a reuse.
-                    log.debug("prompt %s was recorded concurrently by another replica", fresh.prompt_id)
-                else:
-                    index.records[fresh.prompt_id] = fresh
-                    self.ranker.prepare([_document(fresh)])
-                    return RecordOutcome(fresh.copy(), existing=False)
-            # Re-read so increments made by other replicas are not overwritten; two replicas recording the
-            # same prompt in the same instant can still lose one increment (a popularity count, documented).
-            current = self._read_stored(tenant, fresh.prompt_id) or index.records.get(fresh.prompt_id)
-            record = (current or replace(fresh, uses=0)).copy()
-            record.uses += 1
-            record.tags = list(dict.fromkeys([*record.tags, *tags]))[:MAX_TAGS]
-            record.image_key = record.image_key or image_key
-            self.storage.write_json(key, record.to_json())
-            index.records[record.prompt_id] = record
-            return RecordOutcome(record.copy(), existing=True)
+        prepared = prepare_image(image) if image else None
+        prompt_id = draft.prompt_id(tenant)
+        image_key = thumbnail_key = None
+        if prepared is not None and not self._has_image(prompt_id):
+            # Blobs first: a row never points at an image that is not there yet. A failed insert leaves only
+            # files under this recipe's deterministic keys, which the next recording overwrites.
+            image_key = gallery_image_key(tenant, prompt_id, prepared.extension)
+            thumbnail_key = gallery_thumbnail_key(tenant, prompt_id)
+            self.storage.write_bytes(image_key, prepared.data)
+            self.storage.write_bytes(thumbnail_key, prepared.thumbnail)
+        with self.database.transaction() as connection:
+            inserted = self._insert_many(
+                connection,
+                tenant,
+                [draft],
+                shared=shared,
+                source=source,
+                images=[(image_key, thumbnail_key)],
+            )
+            if inserted:
+                return RecordOutcome(self._get_row(connection, prompt_id), existing=False)
+            # The recipe exists: count the use and merge, under the row lock (SQLite: the write lock).
+            current = self._get_row(connection, prompt_id, for_update=True)
+            merged_tags = list(dict.fromkeys([*current.tags, *draft.tags]))[:MAX_TAGS]
+            values: dict[str, Any] = {"uses": gallery_prompts.c.uses + 1, "shared": current.shared or shared}
+            if merged_tags != current.tags:
+                values["tags"] = _json(merged_tags)
+            if current.image_key is None and image_key is not None:
+                values.update(image_key=image_key, thumbnail_key=thumbnail_key)
+            connection.execute(
+                gallery_prompts.update().where(gallery_prompts.c.prompt_id == prompt_id).values(**values)
+            )
+            new_tags = [tag for tag in merged_tags if tag not in current.tags]
+            if new_tags:
+                row_id = connection.execute(
+                    sa.select(gallery_prompts.c.id).where(gallery_prompts.c.prompt_id == prompt_id)
+                ).scalar_one()
+                self._insert_tags(connection, [(row_id, new_tags)])
+            return RecordOutcome(self._get_row(connection, prompt_id), existing=True)
+
+    def import_drafts(
+        self, tenant: str, drafts: Sequence[PromptDraft], *, shared: bool = False, created_at: float | None = None
+    ) -> int:
+        """Store already validated drafts in one transaction, skipping recipes that exist (an import run twice
+        adds nothing and counts no uses). Returns how many were new."""
+        if tenant != SEED_TENANT:
+            validate_tenant(tenant)
+        with self.database.transaction() as connection:
+            return self._insert_many(
+                connection, tenant, drafts, shared=shared, source=PromptSource.IMPORT, created_at=created_at
+            )
+
+    def _insert(self) -> Any:
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(gallery_prompts)
+
+    def _insert_many(
+        self,
+        connection: Connection,
+        tenant: str,
+        drafts: Sequence[PromptDraft],
+        *,
+        shared: bool,
+        source: PromptSource,
+        images: Sequence[tuple[str | None, str | None]] | None = None,
+        created_at: float | None = None,
+    ) -> int:
+        if not drafts:
+            return 0
+        now = self._clock() if created_at is None else created_at
+        rows = []
+        for index, draft in enumerate(drafts):
+            image_key, thumbnail_key = images[index] if images else (None, None)
+            rows.append(
+                {
+                    "prompt_id": draft.prompt_id(tenant),
+                    "tenant": tenant,
+                    "shared": shared,
+                    "prompt": draft.prompt,
+                    "negative_prompt": draft.negative_prompt,
+                    "base_model": draft.base_model,
+                    "subject_model_id": draft.subject_model_id,
+                    "params": _json(draft.params),
+                    "tags": _json(draft.tags),
+                    "uses": 1,
+                    "created_at": now,
+                    "source": source.value,
+                    "image_key": image_key,
+                    "thumbnail_key": thumbnail_key,
+                }
+            )
+        statement = (
+            self._insert()
+            .on_conflict_do_nothing(index_elements=[gallery_prompts.c.prompt_id])
+            .returning(gallery_prompts.c.id, gallery_prompts.c.tags)
+        )
+        inserted = connection.execute(statement, rows).all()
+        self._insert_tags(connection, [(row.id, json.loads(row.tags)) for row in inserted])
+        return len(inserted)
+
+    @staticmethod
+    def _insert_tags(connection: Connection, tagged: Iterable[tuple[int, list[str]]]) -> None:
+        rows = [{"tag": tag, "prompt_row": row_id} for row_id, tags in tagged for tag in tags]
+        if rows:
+            connection.execute(gallery_tags.insert(), rows)
+
+    def _has_image(self, prompt_id: str) -> bool:
+        with self.database.read() as connection:
+            key = connection.execute(
+                sa.select(gallery_prompts.c.image_key).where(gallery_prompts.c.prompt_id == prompt_id)
+            ).scalar_one_or_none()
+        return key is not None
+
+    def _get_row(self, connection: Connection, prompt_id: str, *, for_update: bool = False) -> PromptRecord:
+        query = sa.select(*_COLUMNS).where(gallery_prompts.c.prompt_id == prompt_id)
+        if for_update:
+            query = query.with_for_update()
+        return _record(connection.execute(query).one())
 
     # ---- get ----------------------------------------------------------------------------------------------
 
     def get(self, tenant: str, prompt_id: str) -> PromptRecord:
-        """One record of the tenant or of the seed collection; NotFound otherwise (other tenants' too)."""
-        _check_tenant(tenant)
+        """One entry the tenant can see (its own or a shared one); NotFound otherwise, other tenants' too."""
+        validate_tenant(tenant)
         validate_resource_id(prompt_id, field="prompt_id")
-        if prompt_id in self._seeds:
-            return self._seeds[prompt_id].copy()
-        index = self._index(tenant)
-        with index.lock:
-            record = index.records.get(prompt_id)
-            if record is None:
-                # Possibly written by another replica since the last listing: storage is the source of truth.
-                record = self._read_stored(tenant, prompt_id)
-                if record is None:
-                    raise NotFound(f"prompt {prompt_id!r} does not exist; search the gallery for available prompts")
-                index.records[prompt_id] = record
-            return record.copy()
+        with self.database.read() as connection:
+            row = connection.execute(
+                sa.select(*_COLUMNS).where(
+                    gallery_prompts.c.prompt_id == prompt_id,
+                    sa.or_(gallery_prompts.c.tenant == tenant, gallery_prompts.c.shared.is_(True)),
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"prompt {prompt_id!r} does not exist; search the gallery for available prompts")
+        return _record(row)
+
+    def read_image(self, tenant: str, prompt_id: str) -> tuple[bytes, str]:
+        """The full image of an entry the tenant can see, and its media type; NotFound when it has none."""
+        record = self.get(tenant, prompt_id)
+        if record.image_key is None:
+            raise NotFound(f"prompt {prompt_id!r} has no image")
+        extension = record.image_key.rsplit(".", 1)[-1]
+        return self.storage.read_bytes(record.image_key), MEDIA_TYPES[extension]
 
     # ---- search -------------------------------------------------------------------------------------------
 
@@ -302,70 +441,259 @@ class PromptStore:
         tenant: str,
         query: str = "",
         *,
-        tags: Iterable[str] | None = None,
-        base_model: str | None = None,
-        include_seeds: bool = True,
+        filters: SearchFilters | None = None,
         page_size: int | None = None,
         page_token: str | None = None,
+        with_thumbnails: bool = False,
     ) -> SearchPage:
-        """Prompts of the tenant and the seed collection matching `query`, best first.
+        """Entries the tenant can see that match `query` and `filters`, best first.
 
-        * `query`: free text; empty lists everything, most used first, then newest.
-        * `tags`: only records carrying all of them. `base_model`: only records of that base model, plus
-          model-agnostic ones (empty base_model, such as the seeds).
+        * `query`: free text; all its words must occur (falling back to any word when no entry has all of
+          them). Empty browses: most used first, then newest.
         * `page_size`: 1..100; None or 0 means 20. `page_token`: from the previous page of the same search;
           InvalidArgument when malformed or from a different search.
 
-        Pages are taken from a snapshot: records created after the first page are left out of later pages,
-        so paging never repeats or skips a record because of new ones.
+        Pages are keyset pages over a snapshot: entries created after the first page are left out of later
+        pages, and each page starts strictly after the last row of the one before, so paging never repeats
+        or skips an entry.
         """
-        _check_tenant(tenant)
+        validate_tenant(tenant)
+        filters = self._check_filters(filters or SearchFilters())
         if not isinstance(query, str):
             raise InvalidArgument("must be a string", field="query")
         query = query.strip()
         if len(query) > MAX_PROMPT_CHARS:
             raise InvalidArgument(f"must be at most {MAX_PROMPT_CHARS} characters", field="query")
-        wanted_tags = validate_tags(tags)
-        base_model = validate_base_model(base_model or "")
+        terms = SearchTerms.parse(query) if query else None
         size = _check_page_size(page_size)
-        fingerprint = _fingerprint(tenant, query, wanted_tags, base_model, include_seeds)
-        if page_token:
-            offset, snapshot = _decode_token(page_token, fingerprint)
-        else:
-            offset, snapshot = 0, format_timestamp(self._clock())
+        search_id = fingerprint(tenant, terms.words if terms else [], filters)
+        cursor = decode_token(page_token, search_id) if page_token else None
+        if cursor is not None and len(cursor.after) != 3:
+            raise InvalidArgument("is not a token of this kind of search", field="page_token")
+        snapshot = cursor.snapshot if cursor else self._clock()
 
-        index = self._refresh(tenant)
-        with index.lock:
-            own = list(index.records.values())
-        candidates = [
-            record
-            for record in (own + list(self._seeds.values()) if include_seeds else own)
-            if record.created_at <= snapshot
-            and (not wanted_tags or set(wanted_tags).issubset(record.tags))
-            and (not base_model or record.base_model in ("", base_model))
+        with self.database.read() as connection:
+            if terms is None:
+                mode = MatchMode.ALL
+                rows = [(row, 0.0) for row in self._browse(connection, tenant, filters, snapshot, cursor, size + 1)]
+            else:
+                mode = cursor.mode if cursor else MatchMode.ALL
+                rows = self._match(connection, tenant, terms, mode, filters, snapshot, cursor, size + 1)
+                if not rows and cursor is None:
+                    mode = MatchMode.ANY
+                    rows = self._match(connection, tenant, terms, mode, filters, snapshot, None, size + 1)
+        more, rows = len(rows) > size, rows[:size]
+        records = [_record(row) for row, _ in rows]
+        thumbnails = self._thumbnails(records) if with_thumbnails else {}
+        hits = [
+            SearchHit(record, round(float(row.score), 6) if terms else 0.0, thumbnails.get(record.prompt_id))
+            for record, (row, _) in zip(records, rows, strict=True)
         ]
-        # Least significant key first: Python's sort is stable, so later sorts keep earlier ties in order.
-        candidates.sort(key=lambda record: record.prompt_id)
-        candidates.sort(key=lambda record: record.created_at, reverse=True)
-        candidates.sort(key=lambda record: record.uses, reverse=True)
-        if query:
-            documents = [_document(record) for record in candidates]
-            scores = [round(score, 6) for score in self.ranker.score(query, documents)]
-            hits = [SearchHit(r, s) for r, s in zip(candidates, scores, strict=True) if s > 0.0]
-            hits.sort(key=lambda hit: hit.score, reverse=True)
+        next_token = ""
+        if more:
+            last, tier_upper = rows[-1]
+            after = (
+                (tier_upper, float(last.score), int(last.id))
+                if terms
+                else (int(last.uses), float(last.created_at), int(last.id))
+            )
+            next_token = encode_token(Cursor(snapshot, mode, after), search_id)
+        return SearchPage(results=hits, next_page_token=next_token)
+
+    def _thumbnails(self, records: Sequence[PromptRecord]) -> dict[str, bytes]:
+        keys = {record.thumbnail_key: record.prompt_id for record in records if record.thumbnail_key}
+        found = self.storage.read_many(list(keys))
+        return {keys[key]: data for key, data in found.items()}
+
+    @staticmethod
+    def _check_filters(filters: SearchFilters) -> SearchFilters:
+        for name in ("created_after", "created_before"):
+            value = getattr(filters, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+                raise InvalidArgument("must be a time after 1970", field=name)
+        after, before = filters.created_after, filters.created_before
+        if after is not None and before is not None and after >= before:
+            raise InvalidArgument("must be before created_before", field="created_after")
+        return SearchFilters(
+            tags=tuple(validate_tags(filters.tags)),
+            base_model=validate_base_model(filters.base_model or ""),
+            scope=Scope(filters.scope),
+            subject_model_id=validate_subject_model_id(filters.subject_model_id or ""),
+            created_after=filters.created_after,
+            created_before=filters.created_before,
+        )
+
+    @staticmethod
+    def _filter_sql(filters: SearchFilters, snapshot: float) -> tuple[list[str], dict[str, Any]]:
+        """Predicates on `p` for every filter, and their parameters."""
+        clauses = ["p.created_at <= :snapshot"]
+        params: dict[str, Any] = {"snapshot": snapshot}
+        for index, tag in enumerate(filters.tags):
+            clauses.append(f"p.id IN (SELECT t.prompt_row FROM gallery_tags t WHERE t.tag = :tag_{index})")
+            params[f"tag_{index}"] = tag
+        if filters.base_model:
+            clauses.append("p.base_model IN ('', :base_model)")
+            params["base_model"] = filters.base_model
+        if filters.subject_model_id:
+            clauses.append("p.subject_model_id = :subject_model_id")
+            params["subject_model_id"] = filters.subject_model_id
+        if filters.created_after is not None:
+            clauses.append("p.created_at >= :created_after")
+            params["created_after"] = float(filters.created_after)
+        if filters.created_before is not None:
+            clauses.append("p.created_at < :created_before")
+            params["created_before"] = float(filters.created_before)
+        return clauses, params
+
+    @staticmethod
+    def _visibility_sql(scope: Scope) -> str:
+        return {
+            Scope.ALL: "(p.tenant = :tenant OR p.shared = :true)",
+            Scope.OWN: "p.tenant = :tenant",
+            Scope.SHARED: "p.shared = :true",
+        }[scope]
+
+    def _match(
+        self,
+        connection: Connection,
+        tenant: str,
+        terms: SearchTerms,
+        mode: MatchMode,
+        filters: SearchFilters,
+        snapshot: float,
+        cursor: Cursor | None,
+        limit: int,
+    ) -> list[tuple[Any, float]]:
+        """Up to `limit` matching rows after `cursor`, best first within each tier, each with its tier's bound.
+
+        A tier is the next TIER_SIZE matches by row id, newest first; rows are ranked within their tier. So
+        every query costs at most a few tiers of scoring however common its words are, and every match is still
+        reached by paging on. A query with fewer than TIER_SIZE matches (most queries) is ranked as one tier.
+        """
+        upper = cursor.after[0] if cursor else NO_UPPER_BOUND
+        after = (cursor.after[1], int(cursor.after[2])) if cursor else None
+        found: list[tuple[Any, float]] = []
+        while len(found) < limit:
+            rows = self._match_tier(
+                connection, tenant, terms, mode, filters, snapshot, upper, after, limit - len(found)
+            )
+            found.extend((row, upper) for row in rows)
+            if len(found) >= limit:
+                break
+            lower, count = self._tier_extent(connection, terms, mode, upper)
+            if count < TIER_SIZE:
+                break  # that was the last tier
+            upper, after = lower, None
+        return found
+
+    def _match_params(self, terms: SearchTerms, mode: MatchMode, upper: float) -> dict[str, Any]:
+        match = terms.tsquery(mode) if self._dialect == "postgresql" else terms.fts5(mode)
+        return {"match": match, "upper": upper, "tier": TIER_SIZE}
+
+    def _candidates_sql(self, columns: str) -> str:
+        """The tier's candidates: the TIER_SIZE newest matches below `:upper`, with their text relevance."""
+        if self._dialect == "postgresql":
+            return (
+                f"SELECT {columns}, ts_rank(p.search_vector, q.query, 1)::float8 AS relevance "
+                "FROM gallery_prompts p, to_tsquery('english', :match) AS q(query) "
+                "WHERE p.search_vector @@ q.query AND p.id < :upper ORDER BY p.id DESC LIMIT :tier"
+            )
+        weights = ", ".join(str(weight) for weight in SQLITE_BM25_WEIGHTS)
+        # bm25() is negative, lower is better; inside this query FTS5 evaluates it for the rows it returns only.
+        return (
+            f"SELECT rowid AS id, -bm25(gallery_fts, {weights}) AS relevance FROM gallery_fts "
+            "WHERE gallery_fts MATCH :match AND rowid < :upper ORDER BY rowid DESC LIMIT :tier"
+        )
+
+    def _tier_extent(
+        self, connection: Connection, terms: SearchTerms, mode: MatchMode, upper: float
+    ) -> tuple[float, int]:
+        """The lowest row id of the tier below `upper` and its size (TIER_SIZE unless it is the last)."""
+        sql = f"SELECT min(c.id), count(*) FROM ({self._candidates_sql('p.id')}) AS c"
+        lowest, count = connection.execute(sa.text(sql), self._match_params(terms, mode, upper)).one()
+        return float(lowest or 0), int(count)
+
+    def _match_tier(
+        self,
+        connection: Connection,
+        tenant: str,
+        terms: SearchTerms,
+        mode: MatchMode,
+        filters: SearchFilters,
+        snapshot: float,
+        upper: float,
+        after: tuple[float, int] | None,
+        limit: int,
+    ) -> list[Any]:
+        clauses, params = self._filter_sql(filters, snapshot)
+        clauses.append(self._visibility_sql(filters.scope))
+        params.update(self._match_params(terms, mode, upper))
+        params.update(
+            tenant=tenant,
+            true=True,
+            limit=limit,
+            w_pop=POPULARITY_WEIGHT,
+            pop_half=POPULARITY_HALF,
+            w_rec=RECENCY_WEIGHT,
+            rec_half=RECENCY_HALF_S,
+        )
+        boost = (
+            "(1.0 + :w_pop * p.uses / (p.uses + :pop_half))"
+            " * (1.0 + :w_rec * :rec_half / (:rec_half + (:snapshot - p.created_at)))"
+        )
+        keyset = ""
+        if after is not None:
+            keyset = "WHERE s.score < :after_score OR (s.score = :after_score AND s.id > :after_id)"
+            params.update(after_score=after[0], after_id=after[1])
+        if self._dialect == "postgresql":
+            candidates = self._candidates_sql(_COLUMN_LIST)
+            scored = f"SELECT p.*, p.relevance * {boost} AS score FROM c AS p WHERE {' AND '.join(clauses)}"
         else:
-            hits = [SearchHit(record, 0.0) for record in candidates]
+            candidates = self._candidates_sql("")
+            scored = (
+                f"SELECT {_COLUMN_LIST}, c.relevance * {boost} AS score "
+                f"FROM c JOIN gallery_prompts p ON p.id = c.id WHERE {' AND '.join(clauses)}"
+            )
+        # MATERIALIZED: the tier is cut first, then filtered and ranked (and on SQLite bm25() stays inside
+        # the full-text query, the only place FTS5 can evaluate it).
+        sql = (
+            f"WITH c AS MATERIALIZED ({candidates}), s AS ({scored}) "
+            f"SELECT * FROM s {keyset} ORDER BY s.score DESC, s.id ASC LIMIT :limit"
+        )
+        return connection.execute(sa.text(sql), params).all()
 
-        page = [SearchHit(hit.record.copy(), hit.score) for hit in hits[offset : offset + size]]
-        end = offset + len(page)
-        next_token = _encode_token(end, snapshot, fingerprint) if end < len(hits) else ""
-        return SearchPage(results=page, next_page_token=next_token)
-
-
-def _check_tenant(tenant: str) -> None:
-    # Checked before anything else so a bad name fails the same way whether or not storage is touched.
-    # SEED_TENANT is not a valid tenant name, so no caller can write into the seed collection.
-    validate_tenant(tenant)
+    def _browse(
+        self,
+        connection: Connection,
+        tenant: str,
+        filters: SearchFilters,
+        snapshot: float,
+        cursor: Cursor | None,
+        limit: int,
+    ) -> list[Any]:
+        clauses, params = self._filter_sql(filters, snapshot)
+        params.update(tenant=tenant, true=True, false=False, limit=limit)
+        if cursor is not None:
+            clauses.append("(p.uses, p.created_at, p.id) < (:after_uses, :after_created, :after_id)")
+            params.update(
+                after_uses=int(cursor.after[0]), after_created=float(cursor.after[1]), after_id=int(cursor.after[2])
+            )
+        # One branch per browse index, each walked in order and cut at `limit`; the union is merged and cut
+        # again. An OR of the two visibility conditions would make both engines sort every visible row.
+        branches = {
+            Scope.ALL: ["p.tenant = :tenant AND p.shared = :false", "p.shared = :true"],
+            Scope.OWN: ["p.tenant = :tenant AND p.shared = :false", "p.shared = :true AND p.tenant = :tenant"],
+            Scope.SHARED: ["p.shared = :true"],
+        }[filters.scope]
+        order = "ORDER BY uses DESC, created_at DESC, id DESC"
+        selects = [
+            f"SELECT * FROM (SELECT {_COLUMN_LIST}, 0.0 AS score FROM gallery_prompts p "
+            f"WHERE {branch} AND {' AND '.join(clauses)} "
+            f"ORDER BY p.uses DESC, p.created_at DESC, p.id DESC LIMIT :limit) AS b{index}"
+            for index, branch in enumerate(branches)
+        ]
+        sql = " UNION ALL ".join(selects) + f" {order} LIMIT :limit"
+        return connection.execute(sa.text(sql), params).all()
 
 
 def _check_page_size(page_size: int | None) -> int:
@@ -374,42 +702,3 @@ def _check_page_size(page_size: int | None) -> int:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidArgument(f"must be between 1 and {MAX_PAGE_SIZE} (0 for {DEFAULT_PAGE_SIZE})", field="page_size")
     return page_size
-
-
-def _fingerprint(tenant: str, query: str, tags: list[str], base_model: str, include_seeds: bool) -> str:
-    # Ties a token to its search; the page size may change between pages.
-    canonical = json.dumps([tenant, query, sorted(tags), base_model, include_seeds], separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def _encode_token(offset: int, snapshot: str, fingerprint: str) -> str:
-    payload = json.dumps({"v": _TOKEN_VERSION, "o": offset, "s": snapshot, "f": fingerprint}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode("utf-8")).decode("ascii").rstrip("=")
-
-
-def _decode_token(token: str, fingerprint: str) -> tuple[int, str]:
-    malformed = InvalidArgument(
-        "is not a token returned by a previous search; pass next_page_token unchanged, or omit it for the first page",
-        field="page_token",
-    )
-    if not isinstance(token, str) or len(token) > 512:
-        raise malformed
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8"))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise malformed from None
-    if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
-        raise malformed
-    offset, snapshot, token_fingerprint = payload.get("o"), payload.get("s"), payload.get("f")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0 or not isinstance(snapshot, str):
-        raise malformed
-    try:
-        snapshot = normalize_timestamp(snapshot)
-    except ValueError:
-        raise malformed from None
-    if token_fingerprint != fingerprint:
-        raise InvalidArgument(
-            "belongs to a different search; repeat the same query, tags and base_model, or omit the token",
-            field="page_token",
-        )
-    return offset, snapshot

@@ -6,7 +6,8 @@
     tenants/{tenant}/jobs/{job_id}/checkpoints/step-{step:08d}/
     tenants/{tenant}/jobs/{job_id}/validation/
     tenants/{tenant}/models/{model_id}/                subject model: weights, manifest.json, samples/
-    tenants/{tenant}/gallery/prompts/{prompt_id}.json
+    tenants/{tenant}/gallery/images/{prompt_id}.{png,jpg,webp}   a gallery entry's image (metadata: the database)
+    tenants/{tenant}/gallery/thumbnails/{prompt_id}.webp
     shared/class-images/{cache_key}/                   prior-preservation class images
 
 Everything a caller creates lives under its tenant's prefix. The one exception is the class-image cache: it
@@ -217,8 +218,18 @@ def gallery_prompts_prefix(tenant: str) -> str:
 
 
 def gallery_prompt_key(tenant: str, prompt_id: str) -> str:
-    """`tenants/{tenant}/gallery/prompts/{prompt_id}.json`."""
+    """`tenants/{tenant}/gallery/prompts/{prompt_id}.json` (the file gallery of earlier versions)."""
     return f"{gallery_prompts_prefix(tenant)}/{validate_resource_id(prompt_id, field='prompt_id')}.json"
+
+
+def gallery_image_key(tenant: str, prompt_id: str, extension: str) -> str:
+    """`tenants/{tenant}/gallery/images/{prompt_id}.{extension}`: a gallery entry's full image."""
+    return f"{tenant_prefix(tenant)}/gallery/images/{validate_resource_id(prompt_id, field='prompt_id')}.{extension}"
+
+
+def gallery_thumbnail_key(tenant: str, prompt_id: str) -> str:
+    """`tenants/{tenant}/gallery/thumbnails/{prompt_id}.webp`: the entry's thumbnail for result grids."""
+    return f"{tenant_prefix(tenant)}/gallery/thumbnails/{validate_resource_id(prompt_id, field='prompt_id')}.webp"
 
 
 # ---- shared class-image cache -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from likeness.trainer.states import ValueEnum
+from likeness.enums import ValueEnum
 
 EVENT_PREFIX = "@@likeness-event "
 #: A write starts only when at least this long is left on the lease (the time a checkpoint upload may take).

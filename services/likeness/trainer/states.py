@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
-
-class ValueEnum(str, Enum):
-    """A string enum that prints as its value (what the database, the logs and the worker protocol carry)."""
-
-    def __str__(self) -> str:
-        return self.value
+from likeness.enums import ValueEnum
 
 
 class JobState(ValueEnum):
