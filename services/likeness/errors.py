@@ -12,6 +12,7 @@ class LikenessError(Exception):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
+        self.reason = message  # without the field name
         text = f"{field}: {message}" if field else message
         super().__init__(text)
         self.message = text

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from likeness.inference.encoding import ImageMetadata, encode_image, read_parameters, split_chunks
+from likeness.api.chunks import split_chunks
+from likeness.inference.encoding import ImageMetadata, encode_image, read_parameters
 from likeness.inference.previews import LatentPreviewer, decode_latents
 from likeness.models.tiny import create_tiny_pipeline
 

@@ -1,13 +1,17 @@
-"""`likeness prompts search|show|record|templates`: discover prompts in the gallery and reuse them."""
+"""`likeness prompts search|show|record|templates|import`: discover prompts in the gallery and reuse them."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
 from likeness.cli.common import add_address_argument, connect, print_table
+from likeness.gallery.importer import ImportFormat
+from likeness.server.settings import add_arguments, load_settings
 from likeness.type.v1 import types_pb2
 
 
@@ -41,6 +45,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     templates.set_defaults(func=run_templates)
     for sub in (search, show, record, templates):
         add_address_argument(sub)
+
+    importer = commands.add_parser(
+        "import",
+        help="import a prompt collection (CSV, JSON Lines, Parquet) into the gallery database",
+        description="Import prompts straight into the control-plane database (--database-url), as an operator. "
+        "Rows are validated like RecordPrompt; bad rows are reported with their line and skipped. "
+        "Importing the same file again adds nothing.",
+    )
+    importer.add_argument("file", type=Path, help="a .csv, .jsonl or .parquet file")
+    importer.add_argument("--format", choices=[f.value for f in ImportFormat], help="default: from the extension")
+    importer.add_argument("--tenant", default="default", help="tenant that owns the imported prompts")
+    importer.add_argument("--shared", action="store_true", help="make them visible to every tenant")
+    importer.add_argument("--errors", type=Path, help="write every rejected row's line and reason to this file")
+    importer.add_argument("--batch-size", type=int, default=5000, help="rows per transaction")
+    importer.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(importer)
+    importer.set_defaults(func=run_import)
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -78,3 +99,51 @@ def run_templates(args: argparse.Namespace) -> int:
         found = client.list_templates(args.category)
     print_table([[t.template_id, t.category, t.template] for t in found], ["id", "category", "template"])
     return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from likeness.controlplane.database import Database
+    from likeness.controlplane.migrate import migrate
+    from likeness.gallery.importer import import_file
+    from likeness.gallery.store import PromptStore
+    from likeness.storage.base import open_storage
+
+    if not args.file.is_file():
+        print(f"error: {args.file} is not a file", file=sys.stderr)
+        return 2
+    settings = load_settings(args)
+    database = Database(settings.resolved_database_url)
+    bar = tqdm(unit=" rows", disable=args.no_progress, file=sys.stderr, desc=args.file.name)
+
+    def progress(rows: int) -> None:
+        bar.update(rows - bar.n)
+
+    try:
+        migrate(database)
+        store = PromptStore(database, open_storage(settings.storage_url, cache_dir=settings.cache_path / "storage"))
+        report = import_file(
+            store,
+            args.file,
+            tenant=args.tenant,
+            shared=args.shared,
+            file_format=ImportFormat(args.format) if args.format else None,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+    finally:
+        bar.close()
+        database.dispose()
+    print(
+        f"{report.rows} rows: {report.imported} imported, {report.already_present} already present, "
+        f"{report.error_count} rejected"
+        + (f", {report.schedulers_dropped} without a scheduler Likeness serves" if report.schedulers_dropped else "")
+    )
+    for error in report.errors[:20]:
+        print(f"  {error}", file=sys.stderr)
+    if report.error_count > 20 and not args.errors:
+        print(f"  ... {report.error_count - 20} more; pass --errors FILE to keep them all", file=sys.stderr)
+    if args.errors:
+        args.errors.write_text("".join(f"{error}\n" for error in report.errors))
+    return 0 if report.error_count == 0 else 1

@@ -7,7 +7,9 @@ import logging
 
 import grpc
 
-from likeness.gallery.search import make_ranker
+from likeness.controlplane.database import Database
+from likeness.controlplane.migrate import migrate
+from likeness.errors import Unavailable
 from likeness.gallery.servicer import GalleryServicer
 from likeness.gallery.store import PromptStore
 from likeness.gallery.v1 import gallery_service_pb2, gallery_service_pb2_grpc
@@ -18,21 +20,30 @@ log = logging.getLogger(__name__)
 
 
 class GalleryComponent:
+    """Holds no state of its own: entries live in the control-plane database, images in shared storage."""
+
     name = "gallery"
     service_names = (gallery_service_pb2.DESCRIPTOR.services_by_name["GalleryService"].full_name,)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.database = Database(settings.resolved_database_url)
         storage = open_storage(settings.storage_url, cache_dir=settings.cache_path / "storage")
-        self.store = PromptStore(storage, ranker=make_ranker(semantic=settings.gallery_semantic))
+        self.store = PromptStore(self.database, storage)
 
     def register(self, server: grpc.aio.Server) -> None:
         gallery_service_pb2_grpc.add_GalleryServiceServicer_to_server(GalleryServicer(self.store), server)
 
     async def start(self) -> None:
-        loaded = await asyncio.to_thread(self.store.preload)
-        log.info("gallery index loaded", extra={"records": loaded})
+        """Migrates the schema (under the migration lock) and refreshes the built-in seeds: a few dozen rows."""
+        try:
+            await asyncio.to_thread(migrate, self.database)
+            seeds = await asyncio.to_thread(self.store.install_seeds)
+        except Unavailable as error:
+            raise Unavailable(f"cannot start the gallery: {error.message}") from None
+        log.info("gallery started", extra={"database": self.database.where, "seeds": seeds})
 
     async def stop(self, grace_seconds: float) -> None:
-        """The gallery holds no background work; every write is already in storage."""
+        """Every write is committed when its RPC answers; only the connection pool is left to close."""
+        await asyncio.to_thread(self.database.dispose)
         log.info("gallery stopped")

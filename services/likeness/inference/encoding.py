@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,17 +147,3 @@ def read_parameters(data: bytes) -> str | None:
     if isinstance(comment, bytes) and comment.startswith(_EXIF_UNICODE_HEADER):
         return comment[len(_EXIF_UNICODE_HEADER) :].decode("utf-16-be")
     return None
-
-
-def split_chunks(data: bytes, chunk_bytes: int) -> list[bytes]:
-    """`data` cut into pieces of at most `chunk_bytes` (at least one piece, even for empty data)."""
-    if chunk_bytes <= 0:
-        raise InvalidArgument(f"must be positive, got {chunk_bytes}", field="chunk_bytes")
-    return [data[start : start + chunk_bytes] for start in range(0, len(data), chunk_bytes)] or [b""]
-
-
-def iter_chunk_fields(data: bytes, chunk_bytes: int) -> Iterator[tuple[int, bool, bytes]]:
-    """(chunk_index, last, data) for each chunk of `data`."""
-    chunks = split_chunks(data, chunk_bytes)
-    for index, chunk in enumerate(chunks):
-        yield index, index == len(chunks) - 1, chunk

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from likeness.errors import InvalidArgument, Unavailable
-from likeness.inference.encoding import iter_chunk_fields
+from likeness.api.chunks import iter_chunk_fields
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.jobs import (
     AcceptedEvent,

@@ -26,35 +26,41 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from likeness.type.v1 import types_pb2 as likeness_dot_type_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)likeness/gallery/v1/gallery_service.proto\x12\x13likeness.gallery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clikeness/type/v1/types.proto\"\xfe\x01\n\x0cPromptRecord\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12:\n\nparameters\x18\x03 \x01(\x0b\x32&.likeness.type.v1.GenerationParameters\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x18\n\x10subject_model_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tuse_count\x18\x08 \x01(\x05\x12\x0f\n\x07\x62uiltin\x18\t \x01(\x08\"n\n\x14SearchPromptsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"P\n\x0cSearchResult\x12\x31\n\x06prompt\x18\x01 \x01(\x0b\x32!.likeness.gallery.v1.PromptRecord\x12\r\n\x05score\x18\x02 \x01(\x01\"d\n\x15SearchPromptsResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.likeness.gallery.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x10GetPromptRequest\x12\x11\n\tprompt_id\x18\x01 \x01(\t\"F\n\x11GetPromptResponse\x12\x31\n\x06prompt\x18\x01 \x01(\x0b\x32!.likeness.gallery.v1.PromptRecord\"\x9d\x01\n\x13RecordPromptRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12:\n\nparameters\x18\x02 \x01(\x0b\x32&.likeness.type.v1.GenerationParameters\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x18\n\x10subject_model_id\x18\x05 \x01(\t\"[\n\x14RecordPromptResponse\x12\x31\n\x06prompt\x18\x01 \x01(\x0b\x32!.likeness.gallery.v1.PromptRecord\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"(\n\x14ListTemplatesRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\"\x9b\x01\n\x08Template\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x10\n\x08template\x18\x04 \x01(\t\x12:\n\nparameters\x18\x05 \x01(\x0b\x32&.likeness.type.v1.GenerationParameters\x12\x0c\n\x04tags\x18\x06 \x03(\t\"I\n\x15ListTemplatesResponse\x12\x30\n\ttemplates\x18\x01 \x03(\x0b\x32\x1d.likeness.gallery.v1.Template2\xa1\x03\n\x0eGalleryService\x12\x66\n\rSearchPrompts\x12).likeness.gallery.v1.SearchPromptsRequest\x1a*.likeness.gallery.v1.SearchPromptsResponse\x12Z\n\tGetPrompt\x12%.likeness.gallery.v1.GetPromptRequest\x1a&.likeness.gallery.v1.GetPromptResponse\x12\x63\n\x0cRecordPrompt\x12(.likeness.gallery.v1.RecordPromptRequest\x1a).likeness.gallery.v1.RecordPromptResponse\x12\x66\n\rListTemplates\x12).likeness.gallery.v1.ListTemplatesRequest\x1a*.likeness.gallery.v1.ListTemplatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)likeness/gallery/v1/gallery_service.proto\x12\x13likeness.gallery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clikeness/type/v1/types.proto\"\xc9\x02\n\x0cPromptRecord\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12:\n\nparameters\x18\x03 \x01(\x0b\x32&.likeness.type.v1.GenerationParameters\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x18\n\x10subject_model_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tuse_count\x18\x08 \x01(\x05\x12\x0f\n\x07\x62uiltin\x18\t \x01(\x08\x12\x0e\n\x06shared\x18\n \x01(\x08\x12\x16\n\x0ethumbnail_webp\x18\x0b \x01(\x0c\x12\x11\n\thas_image\x18\x0c \x01(\x08\x12\x0e\n\x06source\x18\r \x01(\t\"\xa8\x02\n\x14SearchPromptsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12/\n\x05scope\x18\x06 \x01(\x0e\x32 .likeness.gallery.v1.SearchScope\x12\x18\n\x10subject_model_id\x18\x07 \x01(\t\x12\x35\n\x11\x63reate_time_after\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x0cSearchResult\x12\x31\n\x06prompt\x18\x01 \x01(\x0b\x32!.likeness.gallery.v1.PromptRecord\x12\r\n\x05score\x18\x02 \x01(\x01\"d\n\x15SearchPromptsResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.likeness.gallery.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x10GetPromptRequest\x12\x11\n\tprompt_id\x18\x01 \x01(\t\"F\n\x11GetPromptResponse\x12\x31\n\x06prompt\x18\x01 \x01(\x0b\x32!.likeness.gallery.v1.PromptRecord\"\xac\x01\n\x13RecordPromptRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12:\n\nparameters\x18\x02 \x01(\x0b\x32&.likeness.type.v1.GenerationParameters\x12\x12\n\nbase_model\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x18\n\x10subject_model_id\x18\x05 \x01(\t\x12\r\n\x05image\x18\x06 \x01(\x0c\"[\n\x14RecordPromptResponse\x12\x31\n\x06prompt\x18\x01 \x01(\x0b\x32!.likeness.gallery.v1.PromptRecord\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"(\n\x14ListTemplatesRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\"\x9b\x01\n\x08Template\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x10\n\x08template\x18\x04 \x01(\t\x12:\n\nparameters\x18\x05 \x01(\x0b\x32&.likeness.type.v1.GenerationParameters\x12\x0c\n\x04tags\x18\x06 \x03(\t\"I\n\x15ListTemplatesResponse\x12\x30\n\ttemplates\x18\x01 \x03(\x0b\x32\x1d.likeness.gallery.v1.Template\"*\n\x15GetPromptImageRequest\x12\x11\n\tprompt_id\x18\x01 \x01(\t\"H\n\x16GetPromptImageResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04last\x18\x03 \x01(\x08*p\n\x0bSearchScope\x12\x1c\n\x18SEARCH_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10SEARCH_SCOPE_ALL\x10\x01\x12\x14\n\x10SEARCH_SCOPE_OWN\x10\x02\x12\x17\n\x13SEARCH_SCOPE_SHARED\x10\x03\x32\x8e\x04\n\x0eGalleryService\x12\x66\n\rSearchPrompts\x12).likeness.gallery.v1.SearchPromptsRequest\x1a*.likeness.gallery.v1.SearchPromptsResponse\x12Z\n\tGetPrompt\x12%.likeness.gallery.v1.GetPromptRequest\x1a&.likeness.gallery.v1.GetPromptResponse\x12\x63\n\x0cRecordPrompt\x12(.likeness.gallery.v1.RecordPromptRequest\x1a).likeness.gallery.v1.RecordPromptResponse\x12\x66\n\rListTemplates\x12).likeness.gallery.v1.ListTemplatesRequest\x1a*.likeness.gallery.v1.ListTemplatesResponse\x12k\n\x0eGetPromptImage\x12*.likeness.gallery.v1.GetPromptImageRequest\x1a+.likeness.gallery.v1.GetPromptImageResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'likeness.gallery.v1.gallery_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SEARCHSCOPE']._serialized_start=1716
+  _globals['_SEARCHSCOPE']._serialized_end=1828
   _globals['_PROMPTRECORD']._serialized_start=130
-  _globals['_PROMPTRECORD']._serialized_end=384
-  _globals['_SEARCHPROMPTSREQUEST']._serialized_start=386
-  _globals['_SEARCHPROMPTSREQUEST']._serialized_end=496
-  _globals['_SEARCHRESULT']._serialized_start=498
-  _globals['_SEARCHRESULT']._serialized_end=578
-  _globals['_SEARCHPROMPTSRESPONSE']._serialized_start=580
-  _globals['_SEARCHPROMPTSRESPONSE']._serialized_end=680
-  _globals['_GETPROMPTREQUEST']._serialized_start=682
-  _globals['_GETPROMPTREQUEST']._serialized_end=719
-  _globals['_GETPROMPTRESPONSE']._serialized_start=721
-  _globals['_GETPROMPTRESPONSE']._serialized_end=791
-  _globals['_RECORDPROMPTREQUEST']._serialized_start=794
-  _globals['_RECORDPROMPTREQUEST']._serialized_end=951
-  _globals['_RECORDPROMPTRESPONSE']._serialized_start=953
-  _globals['_RECORDPROMPTRESPONSE']._serialized_end=1044
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1046
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1086
-  _globals['_TEMPLATE']._serialized_start=1089
-  _globals['_TEMPLATE']._serialized_end=1244
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1246
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1319
-  _globals['_GALLERYSERVICE']._serialized_start=1322
-  _globals['_GALLERYSERVICE']._serialized_end=1739
+  _globals['_PROMPTRECORD']._serialized_end=459
+  _globals['_SEARCHPROMPTSREQUEST']._serialized_start=462
+  _globals['_SEARCHPROMPTSREQUEST']._serialized_end=758
+  _globals['_SEARCHRESULT']._serialized_start=760
+  _globals['_SEARCHRESULT']._serialized_end=840
+  _globals['_SEARCHPROMPTSRESPONSE']._serialized_start=842
+  _globals['_SEARCHPROMPTSRESPONSE']._serialized_end=942
+  _globals['_GETPROMPTREQUEST']._serialized_start=944
+  _globals['_GETPROMPTREQUEST']._serialized_end=981
+  _globals['_GETPROMPTRESPONSE']._serialized_start=983
+  _globals['_GETPROMPTRESPONSE']._serialized_end=1053
+  _globals['_RECORDPROMPTREQUEST']._serialized_start=1056
+  _globals['_RECORDPROMPTREQUEST']._serialized_end=1228
+  _globals['_RECORDPROMPTRESPONSE']._serialized_start=1230
+  _globals['_RECORDPROMPTRESPONSE']._serialized_end=1321
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1323
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1363
+  _globals['_TEMPLATE']._serialized_start=1366
+  _globals['_TEMPLATE']._serialized_end=1521
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1523
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1596
+  _globals['_GETPROMPTIMAGEREQUEST']._serialized_start=1598
+  _globals['_GETPROMPTIMAGEREQUEST']._serialized_end=1640
+  _globals['_GETPROMPTIMAGERESPONSE']._serialized_start=1642
+  _globals['_GETPROMPTIMAGERESPONSE']._serialized_end=1714
+  _globals['_GALLERYSERVICE']._serialized_start=1831
+  _globals['_GALLERYSERVICE']._serialized_end=2357
 # @@protoc_insertion_point(module_scope)

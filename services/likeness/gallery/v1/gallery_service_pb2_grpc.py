@@ -56,6 +56,11 @@ class GalleryServiceStub:
                 request_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.ListTemplatesRequest.SerializeToString,
                 response_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.ListTemplatesResponse.FromString,
                 _registered_method=True)
+        self.GetPromptImage = channel.unary_stream(
+                '/likeness.gallery.v1.GalleryService/GetPromptImage',
+                request_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageRequest.SerializeToString,
+                response_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageResponse.FromString,
+                _registered_method=True)
 
 
 class GalleryServiceServicer:
@@ -91,6 +96,13 @@ class GalleryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPromptImage(self, request, context):
+        """Streams the full image of a prompt in chunks (search results carry only the thumbnail).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GalleryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +125,11 @@ def add_GalleryServiceServicer_to_server(servicer, server):
                     servicer.ListTemplates,
                     request_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.ListTemplatesRequest.FromString,
                     response_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'GetPromptImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetPromptImage,
+                    request_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageRequest.FromString,
+                    response_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +242,33 @@ class GalleryService:
             '/likeness.gallery.v1.GalleryService/ListTemplates',
             likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.ListTemplatesRequest.SerializeToString,
             likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPromptImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/likeness.gallery.v1.GalleryService/GetPromptImage',
+            likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageRequest.SerializeToString,
+            likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

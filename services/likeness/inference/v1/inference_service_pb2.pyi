@@ -22,7 +22,7 @@ LOAD_STATE_LOADED: LoadState
 LOAD_STATE_FAILED: LoadState
 
 class GenerateImagesRequest(_message.Message):
-    __slots__ = ("subject_model_id", "base_model", "prompt", "parameters", "num_images", "output_format", "preview_every_n_steps")
+    __slots__ = ("subject_model_id", "base_model", "prompt", "parameters", "num_images", "output_format", "preview_every_n_steps", "record_in_gallery", "gallery_tags", "remix_prompt_id")
     SUBJECT_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,9 @@ class GenerateImagesRequest(_message.Message):
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_N_STEPS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IN_GALLERY_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMIX_PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     subject_model_id: str
     base_model: str
     prompt: str
@@ -37,7 +40,10 @@ class GenerateImagesRequest(_message.Message):
     num_images: int
     output_format: _types_pb2.ImageFormat
     preview_every_n_steps: int
-    def __init__(self, subject_model_id: _Optional[str] = ..., base_model: _Optional[str] = ..., prompt: _Optional[str] = ..., parameters: _Optional[_Union[_types_pb2.GenerationParameters, _Mapping]] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., preview_every_n_steps: _Optional[int] = ...) -> None: ...
+    record_in_gallery: bool
+    gallery_tags: _containers.RepeatedScalarFieldContainer[str]
+    remix_prompt_id: str
+    def __init__(self, subject_model_id: _Optional[str] = ..., base_model: _Optional[str] = ..., prompt: _Optional[str] = ..., parameters: _Optional[_Union[_types_pb2.GenerationParameters, _Mapping]] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., preview_every_n_steps: _Optional[int] = ..., record_in_gallery: _Optional[bool] = ..., gallery_tags: _Optional[_Iterable[str]] = ..., remix_prompt_id: _Optional[str] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("request_id", "queue_position", "effective_prompt")
@@ -60,7 +66,7 @@ class Progress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., preview: _Optional[_Union[_types_pb2.EncodedImage, _Mapping]] = ...) -> None: ...
 
 class ImageChunk(_message.Message):
-    __slots__ = ("image_index", "chunk_index", "last", "data", "seed", "format", "width", "height")
+    __slots__ = ("image_index", "chunk_index", "last", "data", "seed", "format", "width", "height", "gallery_prompt_id")
     IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     CHUNK_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +75,7 @@ class ImageChunk(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     image_index: int
     chunk_index: int
     last: bool
@@ -77,7 +84,8 @@ class ImageChunk(_message.Message):
     format: _types_pb2.ImageFormat
     width: int
     height: int
-    def __init__(self, image_index: _Optional[int] = ..., chunk_index: _Optional[int] = ..., last: _Optional[bool] = ..., data: _Optional[bytes] = ..., seed: _Optional[int] = ..., format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    gallery_prompt_id: str
+    def __init__(self, image_index: _Optional[int] = ..., chunk_index: _Optional[int] = ..., last: _Optional[bool] = ..., data: _Optional[bytes] = ..., seed: _Optional[int] = ..., format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., gallery_prompt_id: _Optional[str] = ...) -> None: ...
 
 class Warning(_message.Message):
     __slots__ = ("message",)

@@ -25,6 +25,8 @@ type GalleryServiceClient interface {
 	RecordPrompt(ctx context.Context, in *RecordPromptRequest, opts ...grpc.CallOption) (*RecordPromptResponse, error)
 	// Lists prompt templates with a "{subject}" placeholder.
 	ListTemplates(ctx context.Context, in *ListTemplatesRequest, opts ...grpc.CallOption) (*ListTemplatesResponse, error)
+	// Streams the full image of a prompt in chunks (search results carry only the thumbnail).
+	GetPromptImage(ctx context.Context, in *GetPromptImageRequest, opts ...grpc.CallOption) (GalleryService_GetPromptImageClient, error)
 }
 
 type galleryServiceClient struct {
@@ -71,6 +73,38 @@ func (c *galleryServiceClient) ListTemplates(ctx context.Context, in *ListTempla
 	return out, nil
 }
 
+func (c *galleryServiceClient) GetPromptImage(ctx context.Context, in *GetPromptImageRequest, opts ...grpc.CallOption) (GalleryService_GetPromptImageClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_GalleryService_serviceDesc.Streams[0], "/likeness.gallery.v1.GalleryService/GetPromptImage", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &galleryServiceGetPromptImageClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type GalleryService_GetPromptImageClient interface {
+	Recv() (*GetPromptImageResponse, error)
+	grpc.ClientStream
+}
+
+type galleryServiceGetPromptImageClient struct {
+	grpc.ClientStream
+}
+
+func (x *galleryServiceGetPromptImageClient) Recv() (*GetPromptImageResponse, error) {
+	m := new(GetPromptImageResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // GalleryServiceServer is the server API for GalleryService service.
 // All implementations must embed UnimplementedGalleryServiceServer
 // for forward compatibility
@@ -83,6 +117,8 @@ type GalleryServiceServer interface {
 	RecordPrompt(context.Context, *RecordPromptRequest) (*RecordPromptResponse, error)
 	// Lists prompt templates with a "{subject}" placeholder.
 	ListTemplates(context.Context, *ListTemplatesRequest) (*ListTemplatesResponse, error)
+	// Streams the full image of a prompt in chunks (search results carry only the thumbnail).
+	GetPromptImage(*GetPromptImageRequest, GalleryService_GetPromptImageServer) error
 	mustEmbedUnimplementedGalleryServiceServer()
 }
 
@@ -101,6 +137,9 @@ func (UnimplementedGalleryServiceServer) RecordPrompt(context.Context, *RecordPr
 }
 func (UnimplementedGalleryServiceServer) ListTemplates(context.Context, *ListTemplatesRequest) (*ListTemplatesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListTemplates not implemented")
+}
+func (UnimplementedGalleryServiceServer) GetPromptImage(*GetPromptImageRequest, GalleryService_GetPromptImageServer) error {
+	return status.Errorf(codes.Unimplemented, "method GetPromptImage not implemented")
 }
 func (UnimplementedGalleryServiceServer) mustEmbedUnimplementedGalleryServiceServer() {}
 
@@ -187,6 +226,27 @@ func _GalleryService_ListTemplates_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GalleryService_GetPromptImage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetPromptImageRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GalleryServiceServer).GetPromptImage(m, &galleryServiceGetPromptImageServer{stream})
+}
+
+type GalleryService_GetPromptImageServer interface {
+	Send(*GetPromptImageResponse) error
+	grpc.ServerStream
+}
+
+type galleryServiceGetPromptImageServer struct {
+	grpc.ServerStream
+}
+
+func (x *galleryServiceGetPromptImageServer) Send(m *GetPromptImageResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _GalleryService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "likeness.gallery.v1.GalleryService",
 	HandlerType: (*GalleryServiceServer)(nil),
@@ -208,6 +268,12 @@ var _GalleryService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _GalleryService_ListTemplates_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "GetPromptImage",
+			Handler:       _GalleryService_GetPromptImage_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "likeness/gallery/v1/gallery_service.proto",
 }

@@ -8,7 +8,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -21,6 +23,56 @@ import { GenerationParameters } from "../../type/v1/types";
 export const protobufPackage = "likeness.gallery.v1";
 
 export const protobufFileName = "likeness/gallery/v1/gallery_service.proto";
+
+/** Whose prompts a search covers. */
+export enum SearchScope {
+  /** SEARCH_SCOPE_UNSPECIFIED - Same as SEARCH_SCOPE_ALL. */
+  SEARCH_SCOPE_UNSPECIFIED = 0,
+  /** SEARCH_SCOPE_ALL - The caller's own prompts and the shared ones. */
+  SEARCH_SCOPE_ALL = 1,
+  /** SEARCH_SCOPE_OWN - Only the caller's own prompts. */
+  SEARCH_SCOPE_OWN = 2,
+  /** SEARCH_SCOPE_SHARED - Only shared prompts: the built-in collection and collections imported as shared. */
+  SEARCH_SCOPE_SHARED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function searchScopeFromJSON(object: any): SearchScope {
+  switch (object) {
+    case 0:
+    case "SEARCH_SCOPE_UNSPECIFIED":
+      return SearchScope.SEARCH_SCOPE_UNSPECIFIED;
+    case 1:
+    case "SEARCH_SCOPE_ALL":
+      return SearchScope.SEARCH_SCOPE_ALL;
+    case 2:
+    case "SEARCH_SCOPE_OWN":
+      return SearchScope.SEARCH_SCOPE_OWN;
+    case 3:
+    case "SEARCH_SCOPE_SHARED":
+      return SearchScope.SEARCH_SCOPE_SHARED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return SearchScope.UNRECOGNIZED;
+  }
+}
+
+export function searchScopeToJSON(object: SearchScope): string {
+  switch (object) {
+    case SearchScope.SEARCH_SCOPE_UNSPECIFIED:
+      return "SEARCH_SCOPE_UNSPECIFIED";
+    case SearchScope.SEARCH_SCOPE_ALL:
+      return "SEARCH_SCOPE_ALL";
+    case SearchScope.SEARCH_SCOPE_OWN:
+      return "SEARCH_SCOPE_OWN";
+    case SearchScope.SEARCH_SCOPE_SHARED:
+      return "SEARCH_SCOPE_SHARED";
+    case SearchScope.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /** A prompt with the parameters it was used with. */
 export interface PromptRecord {
@@ -46,6 +98,14 @@ export interface PromptRecord {
   useCount: number;
   /** True for the built-in collection every tenant sees. */
   builtin: boolean;
+  /** True when every tenant sees it (the built-in collection, imported public collections). */
+  shared: boolean;
+  /** A WebP thumbnail of at most 256 pixels a side, in search results; empty when the prompt has no image. */
+  thumbnailWebp: Buffer;
+  /** True when a full image is stored (fetch it with GetPromptImage). */
+  hasImage: boolean;
+  /** Where it came from: "record", "generation", "import" or "seed". */
+  source: string;
 }
 
 /** Searches prompts. */
@@ -60,6 +120,16 @@ export interface SearchPromptsRequest {
   pageSize: number;
   /** Token from a previous response to get the next page. */
   pageToken: string;
+  /** Whose prompts to search; unspecified searches the caller's own and the shared ones. */
+  scope: SearchScope;
+  /** Only prompts recorded with this subject model. */
+  subjectModelId: string;
+  /** Only prompts recorded at or after this time. */
+  createTimeAfter?:
+    | Date
+    | undefined;
+  /** Only prompts recorded before this time. */
+  createTimeBefore?: Date | undefined;
 }
 
 /** One search hit. */
@@ -106,6 +176,8 @@ export interface RecordPromptRequest {
   tags: string[];
   /** Subject model it was used with, if any. */
   subjectModelId: string;
+  /** The image it produced (PNG, JPEG or WebP, at most 8 MiB and 4096 pixels a side); optional. */
+  image: Buffer;
 }
 
 /** The recorded prompt. */
@@ -148,6 +220,22 @@ export interface ListTemplatesResponse {
   templates: Template[];
 }
 
+/** Asks for the full image of a prompt. */
+export interface GetPromptImageRequest {
+  /** The prompt's id. */
+  promptId: string;
+}
+
+/** A chunk of a prompt's image; chunks arrive in order. */
+export interface GetPromptImageResponse {
+  /** The next bytes of the image. */
+  data: Buffer;
+  /** Media type ("image/png", "image/jpeg" or "image/webp"), on the first chunk. */
+  mediaType: string;
+  /** True on the last chunk. */
+  last: boolean;
+}
+
 function createBasePromptRecord(): PromptRecord {
   return {
     promptId: "",
@@ -159,6 +247,10 @@ function createBasePromptRecord(): PromptRecord {
     createTime: undefined,
     useCount: 0,
     builtin: false,
+    shared: false,
+    thumbnailWebp: Buffer.alloc(0),
+    hasImage: false,
+    source: "",
   };
 }
 
@@ -190,6 +282,18 @@ export const PromptRecord: MessageFns<PromptRecord> = {
     }
     if (message.builtin !== false) {
       writer.uint32(72).bool(message.builtin);
+    }
+    if (message.shared !== false) {
+      writer.uint32(80).bool(message.shared);
+    }
+    if (message.thumbnailWebp.length !== 0) {
+      writer.uint32(90).bytes(message.thumbnailWebp);
+    }
+    if (message.hasImage !== false) {
+      writer.uint32(96).bool(message.hasImage);
+    }
+    if (message.source !== "") {
+      writer.uint32(106).string(message.source);
     }
     return writer;
   },
@@ -279,6 +383,38 @@ export const PromptRecord: MessageFns<PromptRecord> = {
             message.builtin = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.shared = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.thumbnailWebp = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.hasImage = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -322,6 +458,18 @@ export const PromptRecord: MessageFns<PromptRecord> = {
         ? globalThis.Number(object.use_count)
         : 0,
       builtin: isSet(object.builtin) ? globalThis.Boolean(object.builtin) : false,
+      shared: isSet(object.shared) ? globalThis.Boolean(object.shared) : false,
+      thumbnailWebp: isSet(object.thumbnailWebp)
+        ? Buffer.from(bytesFromBase64(object.thumbnailWebp))
+        : isSet(object.thumbnail_webp)
+        ? Buffer.from(bytesFromBase64(object.thumbnail_webp))
+        : Buffer.alloc(0),
+      hasImage: isSet(object.hasImage)
+        ? globalThis.Boolean(object.hasImage)
+        : isSet(object.has_image)
+        ? globalThis.Boolean(object.has_image)
+        : false,
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
     };
   },
 
@@ -354,6 +502,18 @@ export const PromptRecord: MessageFns<PromptRecord> = {
     if (message.builtin !== false) {
       obj.builtin = message.builtin;
     }
+    if (message.shared !== false) {
+      obj.shared = message.shared;
+    }
+    if (message.thumbnailWebp.length !== 0) {
+      obj.thumbnailWebp = base64FromBytes(message.thumbnailWebp);
+    }
+    if (message.hasImage !== false) {
+      obj.hasImage = message.hasImage;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
     return obj;
   },
 
@@ -373,12 +533,26 @@ export const PromptRecord: MessageFns<PromptRecord> = {
     message.createTime = object.createTime ?? undefined;
     message.useCount = object.useCount ?? 0;
     message.builtin = object.builtin ?? false;
+    message.shared = object.shared ?? false;
+    message.thumbnailWebp = object.thumbnailWebp ?? Buffer.alloc(0);
+    message.hasImage = object.hasImage ?? false;
+    message.source = object.source ?? "";
     return message;
   },
 };
 
 function createBaseSearchPromptsRequest(): SearchPromptsRequest {
-  return { query: "", tags: [], baseModel: "", pageSize: 0, pageToken: "" };
+  return {
+    query: "",
+    tags: [],
+    baseModel: "",
+    pageSize: 0,
+    pageToken: "",
+    scope: 0,
+    subjectModelId: "",
+    createTimeAfter: undefined,
+    createTimeBefore: undefined,
+  };
 }
 
 export const SearchPromptsRequest: MessageFns<SearchPromptsRequest> = {
@@ -397,6 +571,18 @@ export const SearchPromptsRequest: MessageFns<SearchPromptsRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(42).string(message.pageToken);
+    }
+    if (message.scope !== 0) {
+      writer.uint32(48).int32(message.scope);
+    }
+    if (message.subjectModelId !== "") {
+      writer.uint32(58).string(message.subjectModelId);
+    }
+    if (message.createTimeAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTimeAfter), writer.uint32(66).fork()).join();
+    }
+    if (message.createTimeBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTimeBefore), writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -454,6 +640,38 @@ export const SearchPromptsRequest: MessageFns<SearchPromptsRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.scope = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.subjectModelId = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.createTimeAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.createTimeBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -485,6 +703,22 @@ export const SearchPromptsRequest: MessageFns<SearchPromptsRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      scope: isSet(object.scope) ? searchScopeFromJSON(object.scope) : 0,
+      subjectModelId: isSet(object.subjectModelId)
+        ? globalThis.String(object.subjectModelId)
+        : isSet(object.subject_model_id)
+        ? globalThis.String(object.subject_model_id)
+        : "",
+      createTimeAfter: isSet(object.createTimeAfter)
+        ? fromJsonTimestamp(object.createTimeAfter)
+        : isSet(object.create_time_after)
+        ? fromJsonTimestamp(object.create_time_after)
+        : undefined,
+      createTimeBefore: isSet(object.createTimeBefore)
+        ? fromJsonTimestamp(object.createTimeBefore)
+        : isSet(object.create_time_before)
+        ? fromJsonTimestamp(object.create_time_before)
+        : undefined,
     };
   },
 
@@ -505,6 +739,18 @@ export const SearchPromptsRequest: MessageFns<SearchPromptsRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.scope !== 0) {
+      obj.scope = searchScopeToJSON(message.scope);
+    }
+    if (message.subjectModelId !== "") {
+      obj.subjectModelId = message.subjectModelId;
+    }
+    if (message.createTimeAfter !== undefined) {
+      obj.createTimeAfter = message.createTimeAfter.toISOString();
+    }
+    if (message.createTimeBefore !== undefined) {
+      obj.createTimeBefore = message.createTimeBefore.toISOString();
+    }
     return obj;
   },
 
@@ -518,6 +764,10 @@ export const SearchPromptsRequest: MessageFns<SearchPromptsRequest> = {
     message.baseModel = object.baseModel ?? "";
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.scope = object.scope ?? 0;
+    message.subjectModelId = object.subjectModelId ?? "";
+    message.createTimeAfter = object.createTimeAfter ?? undefined;
+    message.createTimeBefore = object.createTimeBefore ?? undefined;
     return message;
   },
 };
@@ -843,7 +1093,7 @@ export const GetPromptResponse: MessageFns<GetPromptResponse> = {
 };
 
 function createBaseRecordPromptRequest(): RecordPromptRequest {
-  return { prompt: "", parameters: undefined, baseModel: "", tags: [], subjectModelId: "" };
+  return { prompt: "", parameters: undefined, baseModel: "", tags: [], subjectModelId: "", image: Buffer.alloc(0) };
 }
 
 export const RecordPromptRequest: MessageFns<RecordPromptRequest> = {
@@ -862,6 +1112,9 @@ export const RecordPromptRequest: MessageFns<RecordPromptRequest> = {
     }
     if (message.subjectModelId !== "") {
       writer.uint32(42).string(message.subjectModelId);
+    }
+    if (message.image.length !== 0) {
+      writer.uint32(50).bytes(message.image);
     }
     return writer;
   },
@@ -919,6 +1172,14 @@ export const RecordPromptRequest: MessageFns<RecordPromptRequest> = {
             message.subjectModelId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.image = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -946,6 +1207,7 @@ export const RecordPromptRequest: MessageFns<RecordPromptRequest> = {
         : isSet(object.subject_model_id)
         ? globalThis.String(object.subject_model_id)
         : "",
+      image: isSet(object.image) ? Buffer.from(bytesFromBase64(object.image)) : Buffer.alloc(0),
     };
   },
 
@@ -966,6 +1228,9 @@ export const RecordPromptRequest: MessageFns<RecordPromptRequest> = {
     if (message.subjectModelId !== "") {
       obj.subjectModelId = message.subjectModelId;
     }
+    if (message.image.length !== 0) {
+      obj.image = base64FromBytes(message.image);
+    }
     return obj;
   },
 
@@ -981,6 +1246,7 @@ export const RecordPromptRequest: MessageFns<RecordPromptRequest> = {
     message.baseModel = object.baseModel ?? "";
     message.tags = object.tags?.map((e) => e) || [];
     message.subjectModelId = object.subjectModelId ?? "";
+    message.image = object.image ?? Buffer.alloc(0);
     return message;
   },
 };
@@ -1365,6 +1631,184 @@ export const ListTemplatesResponse: MessageFns<ListTemplatesResponse> = {
   },
 };
 
+function createBaseGetPromptImageRequest(): GetPromptImageRequest {
+  return { promptId: "" };
+}
+
+export const GetPromptImageRequest: MessageFns<GetPromptImageRequest> = {
+  encode(message: GetPromptImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPromptImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPromptImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPromptImageRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetPromptImageRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPromptImageRequest>, I>>(base?: I): GetPromptImageRequest {
+    return GetPromptImageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPromptImageRequest>, I>>(object: I): GetPromptImageRequest {
+    const message = createBaseGetPromptImageRequest();
+    message.promptId = object.promptId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetPromptImageResponse(): GetPromptImageResponse {
+  return { data: Buffer.alloc(0), mediaType: "", last: false };
+}
+
+export const GetPromptImageResponse: MessageFns<GetPromptImageResponse> = {
+  encode(message: GetPromptImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.mediaType !== "") {
+      writer.uint32(18).string(message.mediaType);
+    }
+    if (message.last !== false) {
+      writer.uint32(24).bool(message.last);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPromptImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPromptImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mediaType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.last = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPromptImageResponse {
+    return {
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      mediaType: isSet(object.mediaType)
+        ? globalThis.String(object.mediaType)
+        : isSet(object.media_type)
+        ? globalThis.String(object.media_type)
+        : "",
+      last: isSet(object.last) ? globalThis.Boolean(object.last) : false,
+    };
+  },
+
+  toJSON(message: GetPromptImageResponse): unknown {
+    const obj: any = {};
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.mediaType !== "") {
+      obj.mediaType = message.mediaType;
+    }
+    if (message.last !== false) {
+      obj.last = message.last;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPromptImageResponse>, I>>(base?: I): GetPromptImageResponse {
+    return GetPromptImageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPromptImageResponse>, I>>(object: I): GetPromptImageResponse {
+    const message = createBaseGetPromptImageResponse();
+    message.data = object.data ?? Buffer.alloc(0);
+    message.mediaType = object.mediaType ?? "";
+    message.last = object.last ?? false;
+    return message;
+  },
+};
+
 /**
  * GalleryService helps users find prompts: search past prompts with their parameters, reuse them, record new ones,
  * and start from templates.
@@ -1414,6 +1858,18 @@ export const GalleryServiceService = {
       Buffer.from(ListTemplatesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListTemplatesResponse => ListTemplatesResponse.decode(value),
   },
+  /** Streams the full image of a prompt in chunks (search results carry only the thumbnail). */
+  getPromptImage: {
+    path: "/likeness.gallery.v1.GalleryService/GetPromptImage" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: GetPromptImageRequest): Buffer =>
+      Buffer.from(GetPromptImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetPromptImageRequest => GetPromptImageRequest.decode(value),
+    responseSerialize: (value: GetPromptImageResponse): Buffer =>
+      Buffer.from(GetPromptImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetPromptImageResponse => GetPromptImageResponse.decode(value),
+  },
 } as const;
 
 export interface GalleryServiceServer extends UntypedServiceImplementation {
@@ -1425,6 +1881,8 @@ export interface GalleryServiceServer extends UntypedServiceImplementation {
   recordPrompt: handleUnaryCall<RecordPromptRequest, RecordPromptResponse>;
   /** Lists prompt templates with a "{subject}" placeholder. */
   listTemplates: handleUnaryCall<ListTemplatesRequest, ListTemplatesResponse>;
+  /** Streams the full image of a prompt in chunks (search results carry only the thumbnail). */
+  getPromptImage: handleServerStreamingCall<GetPromptImageRequest, GetPromptImageResponse>;
 }
 
 export interface GalleryServiceClient extends Client {
@@ -1492,6 +1950,16 @@ export interface GalleryServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListTemplatesResponse) => void,
   ): ClientUnaryCall;
+  /** Streams the full image of a prompt in chunks (search results carry only the thumbnail). */
+  getPromptImage(
+    request: GetPromptImageRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<GetPromptImageResponse>;
+  getPromptImage(
+    request: GetPromptImageRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<GetPromptImageResponse>;
 }
 
 export const GalleryServiceClient = makeGenericClientConstructor(
@@ -1502,6 +1970,14 @@ export const GalleryServiceClient = makeGenericClientConstructor(
   service: typeof GalleryServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;

@@ -108,6 +108,20 @@ export interface GenerateImagesRequest {
   outputFormat: ImageFormat;
   /** Send a small preview every N steps; 0 sends none. */
   previewEveryNSteps: number;
+  /**
+   * Record the finished images in the gallery with the parameters that reproduce them; unset uses the
+   * server's default (setting gallery_record_generations). An identical recipe is counted, not duplicated.
+   */
+  recordInGallery?:
+    | boolean
+    | undefined;
+  /** Tags of the gallery entries, when recording. */
+  galleryTags: string[];
+  /**
+   * Remix a gallery prompt: its prompt, negative prompt and parameters (seed included) with this request's
+   * subject model. Parameters set in this request override the entry's; the prompt must then be empty.
+   */
+  remixPromptId: string;
 }
 
 /** The request was admitted. */
@@ -148,6 +162,8 @@ export interface ImageChunk {
   width: number;
   /** Height in pixels. */
   height: number;
+  /** Id of the gallery entry the image was recorded as, on the image's last chunk (when recording). */
+  galleryPromptId: string;
 }
 
 /** A non-fatal note about the request, such as a truncated prompt. */
@@ -307,6 +323,9 @@ function createBaseGenerateImagesRequest(): GenerateImagesRequest {
     numImages: 0,
     outputFormat: 0,
     previewEveryNSteps: 0,
+    recordInGallery: undefined,
+    galleryTags: [],
+    remixPromptId: "",
   };
 }
 
@@ -332,6 +351,15 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
     }
     if (message.previewEveryNSteps !== 0) {
       writer.uint32(56).int32(message.previewEveryNSteps);
+    }
+    if (message.recordInGallery !== undefined) {
+      writer.uint32(64).bool(message.recordInGallery);
+    }
+    for (const v of message.galleryTags) {
+      writer.uint32(74).string(v!);
+    }
+    if (message.remixPromptId !== "") {
+      writer.uint32(82).string(message.remixPromptId);
     }
     return writer;
   },
@@ -405,6 +433,30 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
             message.previewEveryNSteps = reader.int32();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.recordInGallery = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.galleryTags.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.remixPromptId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -446,6 +498,21 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
         : isSet(object.preview_every_n_steps)
         ? globalThis.Number(object.preview_every_n_steps)
         : 0,
+      recordInGallery: isSet(object.recordInGallery)
+        ? globalThis.Boolean(object.recordInGallery)
+        : isSet(object.record_in_gallery)
+        ? globalThis.Boolean(object.record_in_gallery)
+        : undefined,
+      galleryTags: globalThis.Array.isArray(object?.galleryTags)
+        ? object.galleryTags.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.gallery_tags)
+        ? object.gallery_tags.map((e: any) => globalThis.String(e))
+        : [],
+      remixPromptId: isSet(object.remixPromptId)
+        ? globalThis.String(object.remixPromptId)
+        : isSet(object.remix_prompt_id)
+        ? globalThis.String(object.remix_prompt_id)
+        : "",
     };
   },
 
@@ -472,6 +539,15 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
     if (message.previewEveryNSteps !== 0) {
       obj.previewEveryNSteps = Math.round(message.previewEveryNSteps);
     }
+    if (message.recordInGallery !== undefined) {
+      obj.recordInGallery = message.recordInGallery;
+    }
+    if (message.galleryTags?.length) {
+      obj.galleryTags = message.galleryTags;
+    }
+    if (message.remixPromptId !== "") {
+      obj.remixPromptId = message.remixPromptId;
+    }
     return obj;
   },
 
@@ -489,6 +565,9 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
     message.numImages = object.numImages ?? 0;
     message.outputFormat = object.outputFormat ?? 0;
     message.previewEveryNSteps = object.previewEveryNSteps ?? 0;
+    message.recordInGallery = object.recordInGallery ?? undefined;
+    message.galleryTags = object.galleryTags?.map((e) => e) || [];
+    message.remixPromptId = object.remixPromptId ?? "";
     return message;
   },
 };
@@ -714,7 +793,17 @@ export const Progress: MessageFns<Progress> = {
 };
 
 function createBaseImageChunk(): ImageChunk {
-  return { imageIndex: 0, chunkIndex: 0, last: false, data: Buffer.alloc(0), seed: 0n, format: 0, width: 0, height: 0 };
+  return {
+    imageIndex: 0,
+    chunkIndex: 0,
+    last: false,
+    data: Buffer.alloc(0),
+    seed: 0n,
+    format: 0,
+    width: 0,
+    height: 0,
+    galleryPromptId: "",
+  };
 }
 
 export const ImageChunk: MessageFns<ImageChunk> = {
@@ -745,6 +834,9 @@ export const ImageChunk: MessageFns<ImageChunk> = {
     }
     if (message.height !== 0) {
       writer.uint32(64).int32(message.height);
+    }
+    if (message.galleryPromptId !== "") {
+      writer.uint32(74).string(message.galleryPromptId);
     }
     return writer;
   },
@@ -826,6 +918,14 @@ export const ImageChunk: MessageFns<ImageChunk> = {
             message.height = reader.int32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.galleryPromptId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -856,6 +956,11 @@ export const ImageChunk: MessageFns<ImageChunk> = {
       format: isSet(object.format) ? imageFormatFromJSON(object.format) : 0,
       width: isSet(object.width) ? globalThis.Number(object.width) : 0,
       height: isSet(object.height) ? globalThis.Number(object.height) : 0,
+      galleryPromptId: isSet(object.galleryPromptId)
+        ? globalThis.String(object.galleryPromptId)
+        : isSet(object.gallery_prompt_id)
+        ? globalThis.String(object.gallery_prompt_id)
+        : "",
     };
   },
 
@@ -885,6 +990,9 @@ export const ImageChunk: MessageFns<ImageChunk> = {
     if (message.height !== 0) {
       obj.height = Math.round(message.height);
     }
+    if (message.galleryPromptId !== "") {
+      obj.galleryPromptId = message.galleryPromptId;
+    }
     return obj;
   },
 
@@ -901,6 +1009,7 @@ export const ImageChunk: MessageFns<ImageChunk> = {
     message.format = object.format ?? 0;
     message.width = object.width ?? 0;
     message.height = object.height ?? 0;
+    message.galleryPromptId = object.galleryPromptId ?? "";
     return message;
   },
 };
