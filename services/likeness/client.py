@@ -105,6 +105,7 @@ class GeneratedImage:
     width: int
     height: int
     data: bytes
+    gallery_prompt_id: str = ""  # the gallery entry it was recorded as, when the request recorded it
 
     @property
     def extension(self) -> str:
@@ -151,7 +152,7 @@ class ImageAssembler:
             format=chunk.format,
             width=chunk.width,
             height=chunk.height,
-            data=b"".join(parts),
+            data=b"".join(parts, gallery_prompt_id=chunk.gallery_prompt_id),
         )
 
     def finish(self) -> None:
@@ -513,12 +514,48 @@ class LikenessClient:
         base_model: str = "",
         page_size: int = 0,
         page_token: str = "",
+        scope: int = gallery_pb.SEARCH_SCOPE_ALL,
+        subject_model_id: str = "",
     ) -> gallery_pb.SearchPromptsResponse:
-        """Searches recorded and built-in prompts, best matches first (one page; follow `next_page_token`)."""
+        """Searches recorded and shared prompts, best matches first (one page; follow `next_page_token`).
+
+        Each result carries its WebP thumbnail (`prompt.thumbnail_webp`) when it has an image; the full image
+        comes from `get_prompt_image`.
+        """
         request = gallery_pb.SearchPromptsRequest(
-            query=query, tags=tags, base_model=base_model, page_size=page_size, page_token=page_token
+            query=query,
+            tags=tags,
+            base_model=base_model,
+            page_size=page_size,
+            page_token=page_token,
+            scope=scope,
+            subject_model_id=subject_model_id,
         )
         return self._unary(self.gallery.SearchPrompts, request)
+
+    def iter_prompts(
+        self, query: str = "", *, page_size: int = 100, **filters: Any
+    ) -> Iterator[gallery_pb.SearchResult]:
+        """Every result of a search, page after page (each entry exactly once)."""
+        token = ""
+        while True:
+            page = self.search_prompts(query, page_size=page_size, page_token=token, **filters)
+            yield from page.results
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get_prompt_image(self, prompt_id: str, *, timeout: float | None = None) -> tuple[bytes, str]:
+        """The full image of a gallery entry and its media type ("image/png", ...), reassembled from chunks."""
+        request = gallery_pb.GetPromptImageRequest(prompt_id=prompt_id)
+        parts, media_type = [], ""
+        try:
+            for chunk in self.gallery.GetPromptImage(request, timeout=self.timeout if timeout is None else timeout):
+                media_type = media_type or chunk.media_type
+                parts.append(chunk.data)
+        except grpc.RpcError as error:
+            raise translate_error(error) from error
+        return b"".join(parts), media_type
 
     def get_prompt(self, prompt_id: str) -> gallery_pb.PromptRecord:
         """Returns one prompt record."""
@@ -532,10 +569,17 @@ class LikenessClient:
         base_model: str = "",
         tags: Sequence[str] = (),
         subject_model_id: str = "",
+        image: bytes = b"",
     ) -> gallery_pb.RecordPromptResponse:
-        """Records a prompt with its parameters; an identical prompt returns the existing record."""
+        """Records a prompt with its parameters (and the image it produced); an identical prompt returns the
+        existing record."""
         request = gallery_pb.RecordPromptRequest(
-            prompt=prompt, parameters=parameters, base_model=base_model, tags=tags, subject_model_id=subject_model_id
+            prompt=prompt,
+            parameters=parameters,
+            base_model=base_model,
+            tags=tags,
+            subject_model_id=subject_model_id,
+            image=image,
         )
         return self._unary(self.gallery.RecordPrompt, request)
 

@@ -9,6 +9,7 @@ import warnings
 import grpc
 
 from likeness.inference.engine import InferenceEngine
+from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.repository import ModelRepository
 from likeness.inference.servicer import InferenceServicer
 from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
@@ -68,9 +69,20 @@ class InferenceComponent:
         self._subject_cache_bytes = subject_cache_bytes or settings.subject_cache_mb * 1024 * 1024
         self.chunk_bytes = chunk_bytes or chunk_bytes_for(settings)
         self.engine: InferenceEngine | None = None
+        self.gallery = GalleryLink(
+            settings.resolved_database_url,
+            self._open_storage,
+            record_by_default=settings.gallery_record_generations,
+        )
+
+    def _open_storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = open_storage(self.settings.storage_url, cache_dir=self.settings.cache_path / "storage")
+        return self._storage
 
     def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(lambda: self.engine, self.chunk_bytes), server)
+        servicer = InferenceServicer(lambda: self.engine, self.chunk_bytes, self.gallery)
+        pb_grpc.add_InferenceServiceServicer_to_server(servicer, server)
 
     async def start(self) -> None:
         self.engine = await asyncio.to_thread(self._build)
@@ -79,7 +91,7 @@ class InferenceComponent:
     def _build(self) -> InferenceEngine:
         _quiet_library_logs()
         settings = self.settings
-        storage = self._storage or open_storage(settings.storage_url, cache_dir=settings.cache_path / "storage")
+        storage = self._open_storage()
         catalog = self._catalog or BaseModelCatalog(settings.base_models, cache_dir=settings.cache_path / "base-models")
         device = resolve_device(settings.device)
         repository = ModelRepository(
@@ -107,3 +119,4 @@ class InferenceComponent:
     async def stop(self, grace_seconds: float) -> None:
         if self.engine is not None:
             await asyncio.to_thread(self.engine.stop, grace_seconds)
+        await asyncio.to_thread(self.gallery.close)

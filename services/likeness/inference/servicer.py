@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from likeness.errors import InvalidArgument, Unavailable
 from likeness.api.chunks import iter_chunk_fields
+from likeness.errors import FailedPrecondition, InvalidArgument, LikenessError, Unavailable
 from likeness.inference.engine import InferenceEngine
+from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.jobs import (
     AcceptedEvent,
     EventSink,
@@ -128,9 +129,15 @@ def base_status_proto(status: BaseStatus) -> pb.BaseModelStatus:
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
     """Translates RPCs to the engine returned by `engine_provider` (Unavailable until the service started)."""
 
-    def __init__(self, engine_provider: Callable[[], InferenceEngine | None], chunk_bytes: int) -> None:
+    def __init__(
+        self,
+        engine_provider: Callable[[], InferenceEngine | None],
+        chunk_bytes: int,
+        gallery: GalleryLink | None = None,
+    ) -> None:
         self._engine_provider = engine_provider
         self._chunk_bytes = chunk_bytes
+        self._gallery = gallery
 
     def _engine(self) -> InferenceEngine:
         engine = self._engine_provider()
@@ -143,6 +150,15 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.GenerateImagesResponse]:
         engine = self._engine()
         spec = spec_from_request(request)
+        tenant = current_tenant()
+        gallery = self._gallery
+        requested = request.record_in_gallery if request.HasField("record_in_gallery") else None
+        recording = gallery is not None and gallery.wants_recording(requested)
+        tags = gallery.check_tags(request.gallery_tags) if gallery is not None else []
+        if request.remix_prompt_id:
+            if gallery is None:
+                raise FailedPrecondition("this server has no gallery to remix from", field="remix_prompt_id")
+            spec = await asyncio.to_thread(gallery.remix, tenant, spec, request.remix_prompt_id)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         sink = EventSink(asyncio.get_running_loop())
@@ -150,7 +166,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             asyncio.to_thread(
                 engine.admit,
                 spec,
-                tenant=current_tenant(),
+                tenant=tenant,
                 request_id=current_request_id(),
                 sink=sink,
                 deadline=deadline,
@@ -167,7 +183,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 if isinstance(event, FailedEvent):
                     raise event.error
                 if isinstance(event, ImageEvent):
-                    for response in self._image_chunks(event):
+                    prompt_id = ""
+                    if recording:
+                        try:
+                            prompt_id = await asyncio.to_thread(gallery.record, job, spec, event, tags)
+                        except LikenessError as error:  # the image is delivered even when its record fails
+                            yield _event_response(WarningEvent(f"not recorded in the gallery: {error.message}"))
+                    for response in self._image_chunks(event, prompt_id):
                         yield response
                 else:
                     yield _event_response(event)
@@ -176,7 +198,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             # cancelled and the generator closed): the worker stops this request at its next step.
             engine.cancel(job)
 
-    def _image_chunks(self, event: ImageEvent) -> list[pb.GenerateImagesResponse]:
+    def _image_chunks(self, event: ImageEvent, gallery_prompt_id: str = "") -> list[pb.GenerateImagesResponse]:
         image_format = FORMAT_ENUMS[event.image_format]
         return [
             pb.GenerateImagesResponse(
@@ -189,6 +211,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                     format=image_format,
                     width=event.width,
                     height=event.height,
+                    gallery_prompt_id=gallery_prompt_id if last else "",
                 )
             )
             for chunk_index, last, data in iter_chunk_fields(event.data, self._chunk_bytes)

@@ -80,6 +80,10 @@ class Settings:
     )
     # --- gallery ---
     gallery_semantic: bool = field(default=False, metadata={"help": "rank with sentence embeddings too"})
+    gallery_record_generations: bool = field(
+        default=False,
+        metadata={"help": "record generated images in the gallery when a request does not say (record_in_gallery)"},
+    )
 
     @property
     def storage_root_is_local(self) -> bool:
