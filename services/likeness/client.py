@@ -152,7 +152,8 @@ class ImageAssembler:
             format=chunk.format,
             width=chunk.width,
             height=chunk.height,
-            data=b"".join(parts, gallery_prompt_id=chunk.gallery_prompt_id),
+            data=b"".join(parts),
+            gallery_prompt_id=chunk.gallery_prompt_id,
         )
 
     def finish(self) -> None:
