@@ -1,31 +1,28 @@
-"""Fixtures of the gallery tests: a store over a temporary LocalStorage, a fake clock, one embedder per session."""
+"""Fixtures of the gallery tests: a store on SQLite or a real PostgreSQL server, with a stepping clock."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-# The sentence embedder ships inside a package; nothing may be fetched from the Hugging Face hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from likeness.gallery.search import SemanticRanker, load_bundled_model
+from likeness.controlplane.database import Database
+from likeness.controlplane.migrate import migrate
 from likeness.gallery.store import PromptStore
 from likeness.storage.local import LocalStorage
 
+START = 1_750_000_000.0  # 2025-06-15
+
 
 class StepClock:
-    """A clock that advances one second per reading, so records have distinct, ordered creation times."""
+    """Seconds since the epoch that advance one second per reading, so entries have distinct, ordered times."""
 
     def __init__(self) -> None:
-        self.now = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
+        self.now = START
 
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
+    def __call__(self) -> float:
+        self.now += 1.0
         return self.now
 
 
@@ -39,13 +36,26 @@ def clock() -> StepClock:
     return StepClock()
 
 
-@pytest.fixture
-def make_store(storage: LocalStorage, clock: StepClock) -> Callable[..., PromptStore]:
-    """Build stores (replicas) over the same storage and clock."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated control-plane database: an SQLite file, or a fresh database on the real PostgreSQL server."""
+    url = (
+        f"sqlite:///{tmp_path / 'likeness.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    db = Database(url)
+    migrate(db)
+    yield db
+    db.dispose()
 
-    def build(**kwargs: object) -> PromptStore:
-        kwargs.setdefault("clock", clock)
-        return PromptStore(storage, **kwargs)  # type: ignore[arg-type]
+
+@pytest.fixture
+def make_store(database: Database, storage: LocalStorage, clock: StepClock) -> Callable[..., PromptStore]:
+    """Build stores (replicas) over the same database, storage and clock."""
+
+    def build() -> PromptStore:
+        return PromptStore(database, storage, clock=clock)
 
     return build
 
@@ -53,15 +63,3 @@ def make_store(storage: LocalStorage, clock: StepClock) -> Callable[..., PromptS
 @pytest.fixture
 def store(make_store: Callable[..., PromptStore]) -> PromptStore:
     return make_store()
-
-
-@pytest.fixture(scope="session")
-def minilm() -> Any:
-    """The bundled MiniLM sentence embedder, loaded once for the whole session (a few seconds on CPU)."""
-    return load_bundled_model()
-
-
-@pytest.fixture
-def semantic_ranker(minilm: Any) -> SemanticRanker:
-    """A fresh hybrid ranker (empty caches) over the session's model."""
-    return SemanticRanker(model_loader=lambda: minilm)

@@ -20,7 +20,8 @@ MAX_TOKEN_CHARS = 512
 class Cursor:
     """Where a page ended: the search's snapshot time and match mode, and the last row's sort key.
 
-    `after` is (tier bound, score, row id) for a text query and (uses, created_at, row id) for browsing.
+    `after` is (tier bound, position in the tier, row id) for a text query and (uses, created_at, row id) for
+    browsing.
     """
 
     snapshot: float

@@ -38,6 +38,7 @@ STOPWORDS = frozenset(
         "is",
         "it",
         "its",
+        "not",
         "of",
         "on",
         "or",

@@ -82,7 +82,6 @@ RECENCY_HALF_S = 30 * 86400.0
 SQLITE_BM25_WEIGHTS = (1.0, 0.4)
 #: Matches ranked together (see PromptStore._match); bounds the cost of a query however common its words.
 TIER_SIZE = 4000
-NO_UPPER_BOUND = float(2**62)
 
 
 class Scope(ValueEnum):
@@ -502,7 +501,7 @@ class PromptStore:
         with self.database.read() as connection:
             if terms is None:
                 mode = MatchMode.ALL
-                rows = [(row, 0.0) for row in self._browse(connection, tenant, filters, snapshot, cursor, size + 1)]
+                rows = [(row, 0.0, 0) for row in self._browse(connection, tenant, filters, snapshot, cursor, size + 1)]
             else:
                 mode = cursor.mode if cursor else MatchMode.ALL
                 rows = self._match(connection, tenant, terms, mode, filters, snapshot, cursor, size + 1)
@@ -510,17 +509,17 @@ class PromptStore:
                     mode = MatchMode.ANY
                     rows = self._match(connection, tenant, terms, mode, filters, snapshot, None, size + 1)
         more, rows = len(rows) > size, rows[:size]
-        records = [_record(row) for row, _ in rows]
+        records = [_record(row) for row, _, _ in rows]
         thumbnails = self._thumbnails(records) if with_thumbnails else {}
         hits = [
             SearchHit(record, round(float(row.score), 6) if terms else 0.0, thumbnails.get(record.prompt_id))
-            for record, (row, _) in zip(records, rows, strict=True)
+            for record, (row, _, _) in zip(records, rows, strict=True)
         ]
         next_token = ""
         if more:
-            last, tier_upper = rows[-1]
+            last, tier_upper, position = rows[-1]
             after = (
-                (tier_upper, float(last.score), int(last.id))
+                (tier_upper, float(position), int(last.id))
                 if terms
                 else (int(last.uses), float(last.created_at), int(last.id))
             )
@@ -590,27 +589,34 @@ class PromptStore:
         snapshot: float,
         cursor: Cursor | None,
         limit: int,
-    ) -> list[tuple[Any, float]]:
-        """Up to `limit` matching rows after `cursor`, best first within each tier, each with its tier's bound.
+    ) -> list[tuple[Any, float, int]]:
+        """Up to `limit` matching rows after `cursor`, best first within each tier, each with its tier's bound
+        and its position in the tier (where the next page resumes).
 
         A tier is the next TIER_SIZE matches by row id, newest first; rows are ranked within their tier. So
         every query costs at most a few tiers of scoring however common its words are, and every match is still
         reached by paging on. A query with fewer than TIER_SIZE matches (most queries) is ranked as one tier.
         """
-        upper = cursor.after[0] if cursor else NO_UPPER_BOUND
-        after = (cursor.after[1], int(cursor.after[2])) if cursor else None
-        found: list[tuple[Any, float]] = []
+        if cursor is not None:
+            upper = cursor.after[0]
+        else:
+            # The tiers are cut below the newest row id at the first page, so rows written while a client
+            # pages on never shift a tier's window (and they are newer than the snapshot anyway).
+            newest = connection.execute(sa.select(sa.func.max(gallery_prompts.c.id))).scalar()
+            upper = float((newest or 0) + 1)
+        offset = int(cursor.after[1]) if cursor else 0
+        found: list[tuple[Any, float, int]] = []
         while len(found) < limit:
             rows = self._match_tier(
-                connection, tenant, terms, mode, filters, snapshot, upper, after, limit - len(found)
+                connection, tenant, terms, mode, filters, snapshot, upper, offset, limit - len(found)
             )
-            found.extend((row, upper) for row in rows)
+            found.extend((row, upper, offset + index + 1) for index, row in enumerate(rows))
             if len(found) >= limit:
                 break
             lower, count = self._tier_extent(connection, terms, mode, upper)
             if count < TIER_SIZE:
                 break  # that was the last tier
-            upper, after = lower, None
+            upper, offset = lower, 0
         return found
 
     def _match_params(self, terms: SearchTerms, mode: MatchMode, upper: float) -> dict[str, Any]:
@@ -649,7 +655,7 @@ class PromptStore:
         filters: SearchFilters,
         snapshot: float,
         upper: float,
-        after: tuple[float, int] | None,
+        offset: int,
         limit: int,
     ) -> list[Any]:
         clauses, params = self._filter_sql(filters, snapshot)
@@ -668,10 +674,7 @@ class PromptStore:
             "(1.0 + :w_pop * p.uses / (p.uses + :pop_half))"
             " * (1.0 + :w_rec * :rec_half / (:rec_half + (:snapshot - p.created_at)))"
         )
-        keyset = ""
-        if after is not None:
-            keyset = "WHERE s.score < :after_score OR (s.score = :after_score AND s.id > :after_id)"
-            params.update(after_score=after[0], after_id=after[1])
+        params["offset"] = offset
         if self._dialect == "postgresql":
             candidates = self._candidates_sql(_COLUMN_LIST)
             scored = f"SELECT p.*, p.relevance * {boost} AS score FROM c AS p WHERE {' AND '.join(clauses)}"
@@ -685,7 +688,7 @@ class PromptStore:
         # the full-text query, the only place FTS5 can evaluate it).
         sql = (
             f"WITH c AS MATERIALIZED ({candidates}), s AS ({scored}) "
-            f"SELECT * FROM s {keyset} ORDER BY s.score DESC, s.id ASC LIMIT :limit"
+            "SELECT * FROM s ORDER BY s.score DESC, s.id ASC LIMIT :limit OFFSET :offset"
         )
         return connection.execute(sa.text(sql), params).all()
 
