@@ -103,3 +103,34 @@ def test_bad_input_gets_a_clear_status(tmp_path, call, code, field):
         assert (await stub.ListTemplates(pb.ListTemplatesRequest())).templates
 
     run_with_stub(tmp_path, scenario)
+
+
+def test_images_thumbnails_and_scopes_through_grpc(tmp_path):
+    import io
+
+    from PIL import Image
+
+    async def scenario(stub):
+        out = io.BytesIO()
+        Image.new("RGB", (600, 400), "blue").save(out, format="JPEG")
+        recorded = await stub.RecordPrompt(
+            pb.RecordPromptRequest(prompt="a blue wall, minimalist", image=out.getvalue())
+        )
+        assert recorded.prompt.has_image and recorded.prompt.source == "record"
+        found = await stub.SearchPrompts(pb.SearchPromptsRequest(query="blue wall", scope=pb.SEARCH_SCOPE_OWN))
+        (result,) = found.results
+        assert Image.open(io.BytesIO(result.prompt.thumbnail_webp)).format == "WEBP"
+        chunks = [c async for c in stub.GetPromptImage(pb.GetPromptImageRequest(prompt_id=recorded.prompt.prompt_id))]
+        assert chunks[0].media_type == "image/jpeg" and chunks[-1].last
+        assert b"".join(c.data for c in chunks) == out.getvalue()
+        shared = await stub.SearchPrompts(pb.SearchPromptsRequest(query="beach", scope=pb.SEARCH_SCOPE_SHARED))
+        assert shared.results and all(r.prompt.builtin for r in shared.results)
+        for query in ['AND OR NOT "', "*"]:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.SearchPrompts(pb.SearchPromptsRequest(query=query))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "query" in info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.RecordPrompt(pb.RecordPromptRequest(prompt="x", image=b"GIF89a not really"))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image" in info.value.details()
+
+    run_with_stub(tmp_path, scenario)
