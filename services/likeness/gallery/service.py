@@ -41,6 +41,8 @@ class GalleryComponent:
             seeds = await asyncio.to_thread(self.store.install_seeds)
         except Unavailable as error:
             raise Unavailable(f"cannot start the gallery: {error.message}") from None
+        if self.settings.gallery_semantic:
+            log.warning("gallery_semantic is set but semantic search is not available yet; searching by text only")
         log.info("gallery started", extra={"database": self.database.where, "seeds": seeds})
 
     async def stop(self, grace_seconds: float) -> None:
