@@ -139,8 +139,6 @@ gallery_prompts = sa.Table(
     #: Storage keys of the full image and its WebP thumbnail; NULL for entries without an image.
     sa.Column("image_key", sa.String(1024), nullable=True),
     sa.Column("thumbnail_key", sa.String(1024), nullable=True),
-    #: The prompt's sentence embedding (float32, unit norm), filled once by the semantic backfill.
-    sa.Column("embedding", sa.LargeBinary, nullable=True),
 )
 # Browsing (no query) walks these in order: most used, then newest, then id; one index per visibility branch.
 sa.Index(
@@ -171,6 +169,23 @@ gallery_tags = sa.Table(
         sa.ForeignKey("gallery_prompts.id", ondelete="CASCADE"),
         primary_key=True,
     ),
+)
+
+#: Sentence embeddings of gallery prompts, computed once each by the semantic backfill. `seq` grows with every
+#: insert, so each replica's nearest-neighbour index follows new vectors with `seq > last seen`.
+gallery_embeddings = sa.Table(
+    "gallery_embeddings",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "prompt_row",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("gallery_prompts.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    #: float32 little-endian, unit norm.
+    sa.Column("vector", sa.LargeBinary, nullable=False),
 )
 
 #: Engine-specific search structures beside gallery_prompts that schema comparison leaves out: the FTS5 table

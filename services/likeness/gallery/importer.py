@@ -293,11 +293,13 @@ def import_file(
         if progress is not None:
             progress(total.rows)
 
-    if not parallel:
+    # fork, not spawn: a spawned child re-imports the caller's main module, which breaks scripts that call
+    # this without a __main__ guard. The child runs only the reading code and ends with the import.
+    if not parallel or "fork" not in multiprocessing.get_all_start_methods():
         for batch in prepare_batches(path, file_format, tenant, shared, batch_size):
             write(batch)
         return total
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")
     queue = context.Queue(maxsize=4)
     reader = context.Process(
         target=_produce, args=(path, file_format, tenant, shared, batch_size, queue), name="likeness-import-read"

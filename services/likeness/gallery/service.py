@@ -10,6 +10,7 @@ import grpc
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.errors import Unavailable
+from likeness.gallery.semantic import SemanticSearch
 from likeness.gallery.servicer import GalleryServicer
 from likeness.gallery.store import PromptStore
 from likeness.gallery.v1 import gallery_service_pb2, gallery_service_pb2_grpc
@@ -29,7 +30,9 @@ class GalleryComponent:
         self.settings = settings
         self.database = Database(settings.resolved_database_url)
         storage = open_storage(settings.storage_url, cache_dir=settings.cache_path / "storage")
-        self.store = PromptStore(self.database, storage)
+        # Semantic search needs the bundled sentence embedder (the `gallery` extra); text search never does.
+        self.semantic = SemanticSearch(self.database) if settings.gallery_semantic else None
+        self.store = PromptStore(self.database, storage, semantic=self.semantic)
 
     def register(self, server: grpc.aio.Server) -> None:
         gallery_service_pb2_grpc.add_GalleryServiceServicer_to_server(GalleryServicer(self.store), server)
@@ -41,11 +44,14 @@ class GalleryComponent:
             seeds = await asyncio.to_thread(self.store.install_seeds)
         except Unavailable as error:
             raise Unavailable(f"cannot start the gallery: {error.message}") from None
-        if self.settings.gallery_semantic:
-            log.warning("gallery_semantic is set but semantic search is not available yet; searching by text only")
+        if self.semantic is not None:
+            # In the background: the replica serves text search at once while its index catches up.
+            self.semantic.start()
         log.info("gallery started", extra={"database": self.database.where, "seeds": seeds})
 
     async def stop(self, grace_seconds: float) -> None:
-        """Every write is committed when its RPC answers; only the connection pool is left to close."""
+        """Every write is committed when its RPC answers; the semantic follower stops, then the pool closes."""
+        if self.semantic is not None:
+            await asyncio.to_thread(self.semantic.stop)
         await asyncio.to_thread(self.database.dispose)
         log.info("gallery stopped")

@@ -43,6 +43,7 @@ from likeness.gallery.records import (
     validate_subject_model_id,
     validate_tags,
 )
+from likeness.gallery.semantic import SEMANTIC_WEIGHT, SemanticSearch
 from likeness.storage.base import Storage
 from likeness.storage.layout import (
     gallery_image_key,
@@ -82,6 +83,16 @@ RECENCY_HALF_S = 30 * 86400.0
 SQLITE_BM25_WEIGHTS = (1.0, 0.4)
 #: Matches ranked together (see PromptStore._match); bounds the cost of a query however common its words.
 TIER_SIZE = 4000
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """A result row and where it sits: its tier's upper row id, its position in the tier, the tier's number."""
+
+    row: Any
+    tier_upper: float = 0.0
+    position: int = 0
+    tier: int = 0
 
 
 class Scope(ValueEnum):
@@ -216,9 +227,11 @@ class PromptStore:
         storage: Storage,
         *,
         clock: Callable[[], float] = time.time,
+        semantic: SemanticSearch | None = None,
     ) -> None:
         self.database = database
         self.storage = storage
+        self.semantic = semantic
         self._clock = clock
         self._dialect = database.engine.dialect.name
 
@@ -498,30 +511,32 @@ class PromptStore:
             raise InvalidArgument("is not a token of this kind of search", field="page_token")
         snapshot = cursor.snapshot if cursor else self._clock()
 
+        # Encoded before the transaction: the query's embedding takes milliseconds of model time.
+        neighbours = self.semantic.neighbours(query) if terms is not None and self.semantic is not None else {}
         with self.database.read() as connection:
             if terms is None:
                 mode = MatchMode.ALL
-                rows = [(row, 0.0, 0) for row in self._browse(connection, tenant, filters, snapshot, cursor, size + 1)]
+                found = [_Ranked(row) for row in self._browse(connection, tenant, filters, snapshot, cursor, size + 1)]
             else:
                 mode = cursor.mode if cursor else MatchMode.ALL
-                rows = self._match(connection, tenant, terms, mode, filters, snapshot, cursor, size + 1)
-                if not rows and cursor is None:
+                found = self._match(connection, tenant, terms, mode, filters, snapshot, cursor, size + 1, neighbours)
+                if not found and cursor is None:
                     mode = MatchMode.ANY
-                    rows = self._match(connection, tenant, terms, mode, filters, snapshot, None, size + 1)
-        more, rows = len(rows) > size, rows[:size]
-        records = [_record(row) for row, _, _ in rows]
+                    found = self._match(connection, tenant, terms, mode, filters, snapshot, None, size + 1, neighbours)
+        more, found = len(found) > size, found[:size]
+        records = [_record(ranked.row) for ranked in found]
         thumbnails = self._thumbnails(records) if with_thumbnails else {}
         hits = [
-            SearchHit(record, round(float(row.score), 6) if terms else 0.0, thumbnails.get(record.prompt_id))
-            for record, (row, _, _) in zip(records, rows, strict=True)
+            SearchHit(record, round(float(ranked.row.score), 6) if terms else 0.0, thumbnails.get(record.prompt_id))
+            for record, ranked in zip(records, found, strict=True)
         ]
         next_token = ""
         if more:
-            last, tier_upper, position = rows[-1]
+            last = found[-1]
             after = (
-                (tier_upper, float(position), int(last.id))
+                (last.tier_upper, float(last.position), float(last.tier))
                 if terms
-                else (int(last.uses), float(last.created_at), int(last.id))
+                else (int(last.row.uses), float(last.row.created_at), int(last.row.id))
             )
             next_token = encode_token(Cursor(snapshot, mode, after), search_id)
         return SearchPage(results=hits, next_page_token=next_token)
@@ -589,45 +604,72 @@ class PromptStore:
         snapshot: float,
         cursor: Cursor | None,
         limit: int,
-    ) -> list[tuple[Any, float, int]]:
-        """Up to `limit` matching rows after `cursor`, best first within each tier, each with its tier's bound
-        and its position in the tier (where the next page resumes).
+        neighbours: dict[int, float],
+    ) -> list[_Ranked]:
+        """Up to `limit` matching rows after `cursor`, best first within each tier.
 
-        A tier is the next TIER_SIZE matches by row id, newest first; rows are ranked within their tier. So
-        every query costs at most a few tiers of scoring however common its words are, and every match is still
-        reached by paging on. A query with fewer than TIER_SIZE matches (most queries) is ranked as one tier.
+        A tier is the next TIER_SIZE text matches by row id, newest first; rows are ranked within their tier.
+        So every query costs at most a few tiers of scoring however common its words are, and every match is
+        still reached by paging on. A query with fewer than TIER_SIZE matches (most queries) is one tier.
+        Semantic neighbours with no text match join the first tier; those with one rank in their own tier.
         """
         if cursor is not None:
-            upper = cursor.after[0]
+            upper, offset, tier = cursor.after[0], int(cursor.after[1]), int(cursor.after[2])
         else:
             # The tiers are cut below the newest row id at the first page, so rows written while a client
             # pages on never shift a tier's window (and they are newer than the snapshot anyway).
             newest = connection.execute(sa.select(sa.func.max(gallery_prompts.c.id))).scalar()
-            upper = float((newest or 0) + 1)
-        offset = int(cursor.after[1]) if cursor else 0
-        found: list[tuple[Any, float, int]] = []
+            upper, offset, tier = float((newest or 0) + 1), 0, 0
+        extra: list[int] = []
+        if neighbours and tier == 0:
+            lexical = self._lexical_among(connection, terms, mode, list(neighbours))
+            extra = [row for row in neighbours if row not in lexical and row < upper]
+        found: list[_Ranked] = []
         while len(found) < limit:
             rows = self._match_tier(
-                connection, tenant, terms, mode, filters, snapshot, upper, offset, limit - len(found)
+                connection,
+                tenant,
+                terms,
+                mode,
+                filters,
+                snapshot,
+                upper,
+                offset,
+                limit - len(found),
+                neighbours,
+                extra if tier == 0 else [],
             )
-            found.extend((row, upper, offset + index + 1) for index, row in enumerate(rows))
+            found.extend(_Ranked(row, upper, offset + index + 1, tier) for index, row in enumerate(rows))
             if len(found) >= limit:
                 break
             lower, count = self._tier_extent(connection, terms, mode, upper)
             if count < TIER_SIZE:
                 break  # that was the last tier
-            upper, offset = lower, 0
+            upper, offset, tier = lower, 0, tier + 1
         return found
+
+    def _lexical_among(self, connection: Connection, terms: SearchTerms, mode: MatchMode, rows: list[int]) -> set[int]:
+        """Which of `rows` match the query's text."""
+        listed = ", ".join(str(int(row)) for row in rows)  # ints from the index, never caller text
+        if self._dialect == "postgresql":
+            sql = (
+                "SELECT p.id FROM gallery_prompts p, to_tsquery('english', :match) AS q(query) "
+                f"WHERE p.id IN ({listed}) AND p.search_vector @@ q.query"
+            )
+        else:
+            sql = f"SELECT rowid FROM gallery_fts WHERE gallery_fts MATCH :match AND rowid IN ({listed})"
+        found = connection.execute(sa.text(sql), {"match": self._match_params(terms, mode, 0)["match"]}).scalars()
+        return {int(row) for row in found}
 
     def _match_params(self, terms: SearchTerms, mode: MatchMode, upper: float) -> dict[str, Any]:
         match = terms.tsquery(mode) if self._dialect == "postgresql" else terms.fts5(mode)
         return {"match": match, "upper": upper, "tier": TIER_SIZE}
 
-    def _candidates_sql(self, columns: str) -> str:
-        """The tier's candidates: the TIER_SIZE newest matches below `:upper`, with their text relevance."""
+    def _candidates_sql(self) -> str:
+        """The tier's text candidates: the TIER_SIZE newest matches below `:upper`, with their relevance."""
         if self._dialect == "postgresql":
             return (
-                f"SELECT {columns}, ts_rank(p.search_vector, q.query, 1)::float8 AS relevance "
+                "SELECT p.id, ts_rank(p.search_vector, q.query, 1)::float8 AS relevance "
                 "FROM gallery_prompts p, to_tsquery('english', :match) AS q(query) "
                 "WHERE p.search_vector @@ q.query AND p.id < :upper ORDER BY p.id DESC LIMIT :tier"
             )
@@ -642,7 +684,7 @@ class PromptStore:
         self, connection: Connection, terms: SearchTerms, mode: MatchMode, upper: float
     ) -> tuple[float, int]:
         """The lowest row id of the tier below `upper` and its size (TIER_SIZE unless it is the last)."""
-        sql = f"SELECT min(c.id), count(*) FROM ({self._candidates_sql('p.id')}) AS c"
+        sql = f"SELECT min(c.id), count(*) FROM ({self._candidates_sql()}) AS c"
         lowest, count = connection.execute(sa.text(sql), self._match_params(terms, mode, upper)).one()
         return float(lowest or 0), int(count)
 
@@ -657,6 +699,8 @@ class PromptStore:
         upper: float,
         offset: int,
         limit: int,
+        neighbours: dict[int, float],
+        extra: list[int],
     ) -> list[Any]:
         clauses, params = self._filter_sql(filters, snapshot)
         clauses.append(self._visibility_sql(filters.scope))
@@ -665,6 +709,7 @@ class PromptStore:
             tenant=tenant,
             true=True,
             limit=limit,
+            offset=offset,
             w_pop=POPULARITY_WEIGHT,
             pop_half=POPULARITY_HALF,
             w_rec=RECENCY_WEIGHT,
@@ -674,22 +719,30 @@ class PromptStore:
             "(1.0 + :w_pop * p.uses / (p.uses + :pop_half))"
             " * (1.0 + :w_rec * :rec_half / (:rec_half + (:snapshot - p.created_at)))"
         )
-        params["offset"] = offset
-        if self._dialect == "postgresql":
-            candidates = self._candidates_sql(_COLUMN_LIST)
-            scored = f"SELECT p.*, p.relevance * {boost} AS score FROM c AS p WHERE {' AND '.join(clauses)}"
-        else:
-            candidates = self._candidates_sql("")
-            scored = (
-                f"SELECT {_COLUMN_LIST}, c.relevance * {boost} AS score "
-                f"FROM c JOIN gallery_prompts p ON p.id = c.id WHERE {' AND '.join(clauses)}"
-            )
         # MATERIALIZED: the tier is cut first, then filtered and ranked (and on SQLite bm25() stays inside
         # the full-text query, the only place FTS5 can evaluate it).
-        sql = (
-            f"WITH c AS MATERIALIZED ({candidates}), s AS ({scored}) "
-            "SELECT * FROM s ORDER BY s.score DESC, s.id ASC LIMIT :limit OFFSET :offset"
+        ctes = [f"c AS MATERIALIZED ({self._candidates_sql()})"]
+        candidates, relevance = "c", "c.relevance"
+        if neighbours:
+            # Hybrid: w * similarity + (1 - w) * relevance / the tier's best relevance (docs/gallery.md).
+            pairs = ", ".join(f"({int(row)}, {float(similarity)!r})" for row, similarity in neighbours.items())
+            ctes.append(f"nb(id, similarity) AS (VALUES {pairs})")
+            union = "SELECT id, relevance FROM c"
+            if extra:
+                union += " UNION ALL SELECT id, 0.0 FROM nb WHERE id IN (" + ", ".join(str(int(r)) for r in extra) + ")"
+            ctes.append(f"h AS ({union})")
+            candidates = "h LEFT JOIN nb ON nb.id = h.id"
+            relevance = (
+                ":w_sem * coalesce(nb.similarity, 0.0) + (1.0 - :w_sem) * "
+                "coalesce(h.relevance / nullif((SELECT max(relevance) FROM c), 0.0), 0.0)"
+            )
+            params["w_sem"] = SEMANTIC_WEIGHT
+        key = "h.id" if neighbours else "c.id"
+        ctes.append(
+            f"s AS (SELECT {_COLUMN_LIST}, ({relevance}) * {boost} AS score "
+            f"FROM {candidates} JOIN gallery_prompts p ON p.id = {key} WHERE {' AND '.join(clauses)})"
         )
+        sql = f"WITH {', '.join(ctes)} SELECT * FROM s ORDER BY s.score DESC, s.id ASC LIMIT :limit OFFSET :offset"
         return connection.execute(sa.text(sql), params).all()
 
     def _browse(

@@ -1,4 +1,4 @@
-"""The gallery: prompts with their parameters and images, exact tag rows, and full-text search.
+"""The gallery: prompts with their parameters and images, exact tag rows, embeddings, and full-text search.
 
 Revision ID: 0002
 Revises: 0001
@@ -57,7 +57,6 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=16), server_default="record", nullable=False),
         sa.Column("image_key", sa.String(length=1024), nullable=True),
         sa.Column("thumbnail_key", sa.String(length=1024), nullable=True),
-        sa.Column("embedding", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("prompt_id"),
     )
@@ -73,6 +72,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["prompt_row"], ["gallery_prompts.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("tag", "prompt_row"),
     )
+    op.create_table(
+        "gallery_embeddings",
+        sa.Column("seq", _ROW_ID, autoincrement=True, nullable=False),
+        sa.Column("prompt_row", _ROW_ID, nullable=False),
+        sa.Column("vector", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(["prompt_row"], ["gallery_prompts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("seq"),
+        sa.UniqueConstraint("prompt_row"),
+    )
     statements = _POSTGRES_SEARCH if op.get_bind().dialect.name == "postgresql" else _SQLITE_SEARCH
     for statement in statements:
         op.execute(statement)
@@ -81,5 +89,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE IF EXISTS gallery_fts")
+    op.drop_table("gallery_embeddings")
     op.drop_table("gallery_tags")
     op.drop_table("gallery_prompts")
