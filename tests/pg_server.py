@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -99,8 +100,17 @@ class PostgresServer:
     """One private PostgreSQL cluster. Attributes: ``host``, ``port``, ``user``, ``password``, ``bindir``,
     ``base_dir`` (temporary directory), ``data_dir``, ``log_file``. Create it, then `start()`."""
 
-    def __init__(self, *, user: str = "likeness_admin", host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        user: str = "likeness_admin",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        settings: Sequence[str] = (),
+    ) -> None:
+        """`settings`: extra `name=value` server settings (benchmarks size shared_buffers like a real server)."""
         self.bindir: Path = find_bindir()
+        self.settings = tuple(settings)
         self.host = host
         self.user = user
         self.password = secrets.token_hex(16)
@@ -251,7 +261,7 @@ class PostgresServer:
             f"-c listen_addresses={self.host}",
             f"-p {self.port}",
             f"-c unix_socket_directories='{self.data_dir}'",
-            *(f"-c {setting}" for setting in _FAST_SETTINGS),
+            *(f"-c {setting}" for setting in (*_FAST_SETTINGS, *self.settings)),
         ]
         self._pg_ctl("start", "-w", "-t", str(_COMMAND_TIMEOUT_S), "-l", str(self.log_file), "-o", " ".join(options))
 

@@ -10,6 +10,8 @@ from PIL import Image
 
 from likeness.errors import InvalidArgument, NotFound
 from likeness.gallery import store as store_module
+from likeness.gallery.planning import LexemeStatistics, count_matches
+from likeness.gallery.query import MatchMode, SearchTerms
 from likeness.gallery.store import PromptDraft, PromptStore, Scope, SearchFilters
 
 
@@ -106,10 +108,12 @@ def test_browse_lists_most_used_then_newest(store: PromptStore) -> None:
     assert all(hit.score == 0.0 for hit in page.results)
 
 
-@pytest.mark.parametrize("query", ["", "mountain lake"])
-def test_paging_across_tiers_never_repeats_or_skips(store: PromptStore, monkeypatch, query: str) -> None:
-    # Small tiers, so that a few hundred entries span many of them: the same code path as 1M entries.
+@pytest.mark.parametrize(("query", "walk"), [("", False), ("mountain lake", False), ("mountain lake", True)])
+def test_paging_across_tiers_never_repeats_or_skips(store: PromptStore, monkeypatch, query: str, walk: bool) -> None:
+    # Small tiers, so that a few hundred entries span many of them: the same code path as 1M entries. On
+    # PostgreSQL both ways of finding a tier (walking the key, collecting from GIN) must give the same pages.
     monkeypatch.setattr(store_module, "TIER_SIZE", 16)
+    monkeypatch.setattr(LexemeStatistics, "walk_primary_key", lambda *args: walk)
     drafts = [PromptDraft.validate(f"a mountain lake number {index}", params={"seed": index}) for index in range(230)]
     assert store.import_drafts("acme", drafts) == 230
     expected = {draft.prompt_id("acme") for draft in drafts}
@@ -211,3 +215,13 @@ def test_replicas_see_each_others_writes_at_once(make_store) -> None:
     assert ids(two.search("acme", "floating island")) == [entry.prompt_id]
     assert two.record("acme", "a floating island above the clouds").existing
     assert one.get("acme", entry.prompt_id).uses == 2
+
+
+def test_postgresql_counts_matches_from_the_index(store: PromptStore) -> None:
+    if not store.database.is_postgresql:
+        pytest.skip("the match count chooses between PostgreSQL's two plans; SQLite has one")
+    for index in range(40):
+        store.record("acme", f"a harbour at night {index}" if index % 4 else f"a harbour at dawn {index}")
+    with store.database.read() as connection:
+        assert count_matches(connection, SearchTerms.parse("harbour"), MatchMode.ALL) == 40
+        assert count_matches(connection, SearchTerms.parse("harbour dawn"), MatchMode.ALL) == 10

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from likeness.controlplane.database import Database, lock_key
 from likeness.controlplane.schema import gallery_embeddings, gallery_prompts
-from likeness.errors import LikenessError
+from likeness.errors import FailedPrecondition, LikenessError
 from likeness.gallery.query import SUBJECT_PLACEHOLDER
 from likeness.threads import run_in_short_lived_thread
 
@@ -74,7 +74,12 @@ class VectorIndex:
     """An in-memory HNSW index of the stored embeddings, keyed by prompt row id. Thread-safe."""
 
     def __init__(self) -> None:
-        from usearch.index import Index
+        try:
+            from usearch.index import Index
+        except ImportError:
+            raise FailedPrecondition(
+                "semantic search needs the usearch package: pip install 'likeness[gallery]'", field="gallery_semantic"
+            ) from None
 
         self._index = Index(ndim=DIMENSIONS, metric="cos", dtype="f16")
         self._lock = threading.Lock()

@@ -27,6 +27,7 @@ from likeness.errors import InvalidArgument, NotFound
 from likeness.gallery import templates
 from likeness.gallery.images import MEDIA_TYPES, prepare_image
 from likeness.gallery.pages import Cursor, decode_token, encode_token, fingerprint
+from likeness.gallery.planning import LexemeStatistics
 from likeness.gallery.query import MatchMode, SearchTerms
 from likeness.gallery.records import (
     MAX_PROMPT_CHARS,
@@ -82,7 +83,7 @@ RECENCY_HALF_S = 30 * 86400.0
 # Column weights of relevance: the prompt text counts more than the tags.
 SQLITE_BM25_WEIGHTS = (1.0, 0.4)
 #: Matches ranked together (see PromptStore._match); bounds the cost of a query however common its words.
-TIER_SIZE = 4000
+TIER_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class PromptStore:
         self.database = database
         self.storage = storage
         self.semantic = semantic
+        self._lexemes = LexemeStatistics()
         self._clock = clock
         self._dialect = database.engine.dialect.name
 
@@ -514,6 +516,17 @@ class PromptStore:
         # Encoded before the transaction: the query's embedding takes milliseconds of model time.
         neighbours = self.semantic.neighbours(query) if terms is not None and self.semantic is not None else {}
         with self.database.read() as connection:
+            if self._dialect == "postgresql":
+                # A generic plan (psycopg prepares a statement after 5 runs) plans for an average query and
+                # walks the primary key even for rare words: 30x slower. Each search is planned for its words,
+                # never by reading the whole table, and without parallel workers (their start costs more than
+                # a tier's work).
+                for setting in (
+                    "plan_cache_mode = force_custom_plan",
+                    "enable_seqscan = off",
+                    "max_parallel_workers_per_gather = 0",
+                ):
+                    connection.exec_driver_sql(f"SET LOCAL {setting}")
             if terms is None:
                 mode = MatchMode.ALL
                 found = [_Ranked(row) for row in self._browse(connection, tenant, filters, snapshot, cursor, size + 1)]
@@ -624,6 +637,7 @@ class PromptStore:
         if neighbours and tier == 0:
             lexical = self._lexical_among(connection, terms, mode, list(neighbours))
             extra = [row for row in neighbours if row not in lexical and row < upper]
+        walk = self._walk(connection, terms, mode)
         found: list[_Ranked] = []
         while len(found) < limit:
             rows = self._match_tier(
@@ -638,11 +652,12 @@ class PromptStore:
                 limit - len(found),
                 neighbours,
                 extra if tier == 0 else [],
+                walk,
             )
             found.extend(_Ranked(row, upper, offset + index + 1, tier) for index, row in enumerate(rows))
             if len(found) >= limit:
                 break
-            lower, count = self._tier_extent(connection, terms, mode, upper)
+            lower, count = self._tier_extent(connection, terms, mode, upper, walk)
             if count < TIER_SIZE:
                 break  # that was the last tier
             upper, offset, tier = lower, 0, tier + 1
@@ -663,15 +678,38 @@ class PromptStore:
 
     def _match_params(self, terms: SearchTerms, mode: MatchMode, upper: float) -> dict[str, Any]:
         match = terms.tsquery(mode) if self._dialect == "postgresql" else terms.fts5(mode)
-        return {"match": match, "upper": upper, "tier": TIER_SIZE}
+        return {"match": match, "upper": int(upper), "tier": TIER_SIZE}  # an int: a float hides the key index
 
-    def _candidates_sql(self) -> str:
-        """The tier's text candidates: the TIER_SIZE newest matches below `:upper`, with their relevance."""
+    def _tier_ids_sql(self, walk: bool = False) -> str:
+        """The ids of the tier's text matches: the TIER_SIZE newest below `:upper`.
+
+        PostgreSQL: `walk` walks the primary key backwards (bitmap scans are off, see `_walk`); otherwise the
+        GIN index collects every match (the order is written so the primary key cannot serve it). See
+        likeness.gallery.planning for the choice.
+        """
         if self._dialect == "postgresql":
+            if walk:
+                return (
+                    "SELECT p.id FROM gallery_prompts p "
+                    "WHERE p.search_vector @@ to_tsquery('english', :match) "
+                    "AND p.id < :upper ORDER BY p.id DESC LIMIT :tier"
+                )
             return (
-                "SELECT p.id, ts_rank(p.search_vector, q.query, 1)::float8 AS relevance "
-                "FROM gallery_prompts p, to_tsquery('english', :match) AS q(query) "
-                "WHERE p.search_vector @@ q.query AND p.id < :upper ORDER BY p.id DESC LIMIT :tier"
+                "SELECT p.id FROM gallery_prompts p WHERE p.search_vector @@ to_tsquery('english', :match) "
+                "AND p.id < :upper ORDER BY p.id + 0 DESC LIMIT :tier"
+            )
+        return (
+            "SELECT rowid AS id FROM gallery_fts WHERE gallery_fts MATCH :match AND rowid < :upper "
+            "ORDER BY rowid DESC LIMIT :tier"
+        )
+
+    def _candidates_sql(self, walk: bool = False) -> str:
+        """The tier's text matches with their relevance."""
+        if self._dialect == "postgresql":
+            # Ranked after the cut: ts_rank reads each row's tsvector, so it runs on the tier's rows only.
+            return (
+                "SELECT t.id, ts_rank(g.search_vector, to_tsquery('english', :match), 1)::float8 AS relevance "
+                f"FROM ({self._tier_ids_sql(walk)}) AS t JOIN gallery_prompts g ON g.id = t.id"
             )
         weights = ", ".join(str(weight) for weight in SQLITE_BM25_WEIGHTS)
         # bm25() is negative, lower is better; inside this query FTS5 evaluates it for the rows it returns only.
@@ -680,11 +718,18 @@ class PromptStore:
             "WHERE gallery_fts MATCH :match AND rowid < :upper ORDER BY rowid DESC LIMIT :tier"
         )
 
+    def _walk(self, connection: Connection, terms: SearchTerms, mode: MatchMode) -> bool:
+        """PostgreSQL: whether this search walks the primary key (then bitmap scans go off for it)."""
+        if self._dialect != "postgresql" or not self._lexemes.walk_primary_key(connection, terms, mode, TIER_SIZE):
+            return False
+        connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        return True
+
     def _tier_extent(
-        self, connection: Connection, terms: SearchTerms, mode: MatchMode, upper: float
+        self, connection: Connection, terms: SearchTerms, mode: MatchMode, upper: float, walk: bool
     ) -> tuple[float, int]:
         """The lowest row id of the tier below `upper` and its size (TIER_SIZE unless it is the last)."""
-        sql = f"SELECT min(c.id), count(*) FROM ({self._candidates_sql()}) AS c"
+        sql = f"SELECT min(c.id), count(*) FROM ({self._tier_ids_sql(walk)}) AS c"
         lowest, count = connection.execute(sa.text(sql), self._match_params(terms, mode, upper)).one()
         return float(lowest or 0), int(count)
 
@@ -701,6 +746,7 @@ class PromptStore:
         limit: int,
         neighbours: dict[int, float],
         extra: list[int],
+        walk: bool,
     ) -> list[Any]:
         clauses, params = self._filter_sql(filters, snapshot)
         clauses.append(self._visibility_sql(filters.scope))
@@ -721,7 +767,7 @@ class PromptStore:
         )
         # MATERIALIZED: the tier is cut first, then filtered and ranked (and on SQLite bm25() stays inside
         # the full-text query, the only place FTS5 can evaluate it).
-        ctes = [f"c AS MATERIALIZED ({self._candidates_sql()})"]
+        ctes = [f"c AS MATERIALIZED ({self._candidates_sql(walk)})"]
         candidates, relevance = "c", "c.relevance"
         if neighbours:
             # Hybrid: w * similarity + (1 - w) * relevance / the tier's best relevance (docs/gallery.md).
