@@ -8,6 +8,8 @@ import io
 import pytest
 from PIL import Image
 
+from likeness.controlplane.database import Database
+from likeness.controlplane.migrate import migrate
 from likeness.errors import InvalidArgument, NotFound
 from likeness.gallery import store as store_module
 from likeness.gallery.planning import LexemeStatistics, count_matches
@@ -217,11 +219,14 @@ def test_replicas_see_each_others_writes_at_once(make_store) -> None:
     assert one.get("acme", entry.prompt_id).uses == 2
 
 
-def test_postgresql_counts_matches_from_the_index(store: PromptStore) -> None:
-    if not store.database.is_postgresql:
-        pytest.skip("the match count chooses between PostgreSQL's two plans; SQLite has one")
+def test_postgresql_counts_matches_from_the_index(postgres_url, storage) -> None:
+    # The count chooses between PostgreSQL's two ways to a tier (SQLite has one).
+    database = Database(postgres_url)
+    migrate(database)
+    store = PromptStore(database, storage)
     for index in range(40):
         store.record("acme", f"a harbour at night {index}" if index % 4 else f"a harbour at dawn {index}")
-    with store.database.read() as connection:
+    with database.read() as connection:
         assert count_matches(connection, SearchTerms.parse("harbour"), MatchMode.ALL) == 40
         assert count_matches(connection, SearchTerms.parse("harbour dawn"), MatchMode.ALL) == 10
+    database.dispose()

@@ -166,17 +166,28 @@ def run(args: argparse.Namespace) -> int:
         )
         rows = []
         for prompt in DEMO_PROMPTS:
-            images = _generate(client, prompt, args.images_per_prompt, subject_model_id=model_id, parameters=parameters)
+            # Recorded in the gallery as they are generated: each image with its thumbnail and exact recipe.
+            images = _generate(
+                client,
+                prompt,
+                args.images_per_prompt,
+                subject_model_id=model_id,
+                parameters=parameters,
+                record_in_gallery=True,
+                gallery_tags=["demo"],
+            )
             stem = prompt.replace("{subject}", "subject").replace(" ", "-")
             for index, data in enumerate(images):
                 print(f"   {_save(out / 'generated' / f'{stem}-{index}.png', data)}")
             rows.append((prompt.replace("{subject}", subject), images))
-            client.record_prompt(prompt, parameters=parameters, base_model=recipe.base_model, tags=["demo"])
         class_prompt = f"a photo of {recipe.class_noun}"
         baseline = _generate(
             client, class_prompt, args.images_per_prompt, base_model=recipe.base_model, parameters=parameters
         )
         rows.append((f"{class_prompt} (base model, for comparison)", baseline))
+        recorded = client.search_prompts(tags=["demo"], subject_model_id=model_id, page_size=100).results
+        with_images = sum(1 for hit in recorded if hit.prompt.thumbnail_webp)
+        print(f"   recorded in the gallery: {len(recorded)} entries, {with_images} with thumbnails (tag 'demo')")
         _grid(rows).save(out / "contact-sheet.png")
         photo_row = [("training photos", [data for _, data in photos])]
         _grid(photo_row).save(out / "training-photos.png")
