@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importer.add_argument("--tenant", default="default", help="tenant that owns the imported prompts")
     importer.add_argument("--shared", action="store_true", help="make them visible to every tenant")
     importer.add_argument("--errors", type=Path, help="write every rejected row's line and reason to this file")
-    importer.add_argument("--batch-size", type=int, default=5000, help="rows per transaction")
+    importer.add_argument("--batch-size", type=int, default=20_000, help="rows per transaction")
     importer.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_arguments(importer)
     importer.set_defaults(func=run_import)

@@ -112,7 +112,8 @@ sa.Index("ix_subject_models_tenant", subject_models.c.tenant, subject_models.c.m
 
 #: The gallery: prompts with the parameters and images they were generated with. Full-text search runs on
 #: engine-specific structures that the migration creates beside this table (SEARCH_INDEX_OBJECTS): an FTS5
-#: table kept in step by triggers on SQLite, a generated tsvector column with a GIN index on PostgreSQL.
+#: table on SQLite (new rows indexed by the store, deletes and updates by triggers), a generated tsvector column
+#: with a GIN index on PostgreSQL.
 gallery_prompts = sa.Table(
     "gallery_prompts",
     metadata,

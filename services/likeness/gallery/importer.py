@@ -266,7 +266,7 @@ def import_file(
     tenant: str,
     shared: bool = False,
     file_format: ImportFormat | None = None,
-    batch_size: int = 5000,
+    batch_size: int = 20_000,
     progress: Callable[[int], None] | None = None,
     parallel: bool = True,
 ) -> ImportReport:

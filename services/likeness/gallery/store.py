@@ -10,10 +10,11 @@ shared. Another tenant's private entry answers NotFound, exactly like an id that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -264,7 +265,7 @@ class PromptStore:
             index_elements=[gallery_prompts.c.prompt_id],
             set_={name: insert.excluded[name] for name in ("prompt", "negative_prompt", "params", "tags")},
         ).returning(gallery_prompts.c.id, gallery_prompts.c.tags)
-        with self.database.transaction() as connection:
+        with self.database.transaction() as connection, self._indexing_new_rows(connection):
             stored = connection.execute(statement, rows).all()
             connection.execute(gallery_tags.delete().where(gallery_tags.c.prompt_row.in_([row.id for row in stored])))
             self._insert_tags(connection, [(row.id, json.loads(row.tags)) for row in stored])
@@ -311,7 +312,7 @@ class PromptStore:
             thumbnail_key = gallery_thumbnail_key(tenant, prompt_id)
             self.storage.write_bytes(image_key, prepared.data)
             self.storage.write_bytes(thumbnail_key, prepared.thumbnail)
-        with self.database.transaction() as connection:
+        with self.database.transaction() as connection, self._indexing_new_rows(connection):
             inserted = self._insert_many(
                 connection,
                 tenant,
@@ -369,7 +370,7 @@ class PromptStore:
             f"INSERT INTO gallery_tags (tag, prompt_row) SELECT {mark}, id FROM gallery_prompts "
             f"WHERE prompt_id = {mark} ON CONFLICT DO NOTHING"
         )
-        with self.database.transaction() as connection:
+        with self.database.transaction() as connection, self._indexing_new_rows(connection):
             cursor = connection.connection.cursor()
             try:
                 cursor.executemany(insert_prompts, rows.prompts)
@@ -379,6 +380,23 @@ class PromptStore:
                 return int(inserted)
             finally:
                 cursor.close()
+
+    @contextlib.contextmanager
+    def _indexing_new_rows(self, connection: Connection) -> Iterator[None]:
+        """SQLite: index the rows the block inserts in FTS5, in one INSERT ... SELECT when it ends (ten times
+        faster than a trigger per row). The block runs under the write lock, so every row above the highest id
+        seen before it is the block's. PostgreSQL indexes its generated tsvector by itself."""
+        if self._dialect == "postgresql":
+            yield
+            return
+        before = connection.execute(sa.select(sa.func.max(gallery_prompts.c.id))).scalar() or 0
+        yield
+        connection.execute(
+            sa.text(
+                "INSERT INTO gallery_fts(rowid, prompt, tags) SELECT id, prompt, tags FROM gallery_prompts WHERE id > :before"
+            ),
+            {"before": before},
+        )
 
     def _insert(self) -> Any:
         if self._dialect == "postgresql":
