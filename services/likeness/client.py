@@ -24,12 +24,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from likeness import __version__, errors
+from likeness.api.status import ERRORS_BY_CODE
 from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
 from likeness.gallery.v1 import gallery_service_pb2_grpc as gallery_grpc
 from likeness.inference.v1 import inference_service_pb2 as inference_pb
@@ -48,16 +49,49 @@ REQUEST_ID_KEY = "x-request-id"
 #: A photo to upload: a file path, raw bytes, a (file name, bytes) pair, or a `Photo` message (with caption).
 PhotoSource = str | os.PathLike | bytes | tuple[str, bytes] | trainer_pb.Photo
 
-_ERRORS_BY_CODE: dict[grpc.StatusCode, type[errors.LikenessError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.CANCELLED: errors.Cancelled,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-}
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <API key>` to every call's metadata."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = ("authorization", f"Bearer {api_key}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        metadata = [*(details.metadata or ()), self._header]
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
 
 
 def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -84,7 +118,7 @@ def translate_error(error: grpc.RpcError) -> errors.LikenessError:
     if isinstance(error, grpc.Call):
         request_id = dict(error.trailing_metadata() or ()).get(REQUEST_ID_KEY, "")
     message = f"{details} (request id {request_id})" if request_id else details
-    cls = _ERRORS_BY_CODE.get(code, errors.LikenessError)
+    cls = ERRORS_BY_CODE.get(code, errors.LikenessError)
     exc = cls(message if cls is not errors.LikenessError else f"{code.name}: {message}")
     exc.code = code  # type: ignore[attr-defined]
     exc.request_id = request_id  # type: ignore[attr-defined]
@@ -227,8 +261,9 @@ def _inline_photo(source: PhotoSource, position: int) -> trainer_pb.Photo:
 class LikenessClient:
     """Blocking client for the trainer, inference and gallery services behind one address.
 
-    `address` defaults to $LIKENESS_ADDRESS, else 127.0.0.1:50051. `credentials` switches to TLS (the services
-    listen in plaintext by default). `timeout` is the deadline in seconds of unary calls; streams and uploads
+    `address` defaults to $LIKENESS_ADDRESS, else 127.0.0.1:50051. `api_key` (default $LIKENESS_API_KEY) is sent
+    as `authorization: Bearer <key>` on every call. `credentials` switches to TLS (the services listen in
+    plaintext by default). `timeout` is the deadline in seconds of unary calls; streams and uploads
     take their own `timeout` argument and default to none, since training and generation can run long.
     """
 
@@ -236,6 +271,7 @@ class LikenessClient:
         self,
         address: str | None = None,
         *,
+        api_key: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = 60.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -248,6 +284,11 @@ class LikenessClient:
             self.channel = grpc.insecure_channel(self.address, options=options)
         else:
             self.channel = grpc.secure_channel(self.address, credentials, options=options)
+        api_key = api_key if api_key is not None else os.environ.get("LIKENESS_API_KEY", "")
+        if api_key:
+            # Metadata rather than call credentials: gRPC refuses call credentials on plaintext channels, and
+            # the embedded server and local tests listen in plaintext.
+            self.channel = grpc.intercept_channel(self.channel, _BearerToken(api_key))
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self.max_reconnects = max_reconnects

@@ -22,6 +22,14 @@ class InvalidArgument(LikenessError):
     """The request is malformed; `field` names the part to fix (maps to INVALID_ARGUMENT)."""
 
 
+class Unauthenticated(LikenessError):
+    """No valid credentials: a missing, malformed, unknown, revoked or expired API key (maps to UNAUTHENTICATED)."""
+
+
+class PermissionDenied(LikenessError):
+    """The caller is known but its role may not do this (maps to PERMISSION_DENIED)."""
+
+
 class NotFound(LikenessError):
     """A referenced dataset, job, model or prompt does not exist (maps to NOT_FOUND)."""
 

@@ -508,10 +508,11 @@ def test_trainer_runs_as_an_api_and_gpu_workers(rendered, build):
     )
     for setting in ("lease_seconds", "heartbeat_seconds", "watch_poll_ms", "database_url"):
         assert getattr(api_settings, setting) == getattr(worker_settings, setting), setting
-    # Only the trainer talks to the control-plane database.
+    # Every service shares the one control-plane database (jobs; gallery entries; API keys; recorded generations).
     for name, deployment in deployments.items():
-        if name not in TRAINER_ROLES:
-            assert DATABASE_SECRET[0] not in {s for s, _ in secret_references(deployment["spec"]["template"]["spec"])}
+        container = first_container(deployment)
+        assert container_settings(container, objects).resolved_database_url == secret_value(objects, *DATABASE_SECRET)
+        assert DATABASE_SECRET[0] in {s for s, _ in secret_references(deployment["spec"]["template"]["spec"])}, name
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -585,7 +586,7 @@ def test_network_policy_admits_what_each_role_serves(rendered, build):
         assert ingress_ports(objects, template_labels(deployments[name])) == {50051, 9090}, name
 
 
-def test_dev_database_admits_only_the_trainer(rendered):
+def test_dev_database_admits_only_likeness_services(rendered):
     objects = rendered("overlays/dev")
     database = by_kind(objects, "StatefulSet")["likeness-postgres"]
     assert ingress_ports(objects, template_labels(database)) == {5432}
@@ -598,7 +599,13 @@ def test_dev_database_admits_only_the_trainer(rendered):
     peers = [peer["podSelector"] for rule in rules for peer in rule["from"] if "podSelector" in peer]
     for name, deployment in by_kind(objects, "Deployment").items():
         admitted = any(selects(selector, template_labels(deployment)) for selector in peers)
-        assert admitted == (name in TRAINER_ROLES), f"{name} {'cannot' if name in TRAINER_ROLES else 'can'} reach it"
+        assert admitted == (name in DATABASE_CLIENTS), (
+            f"{name} {'cannot' if name in DATABASE_CLIENTS else 'can'} reach it"
+        )
+
+
+#: The Deployments that connect to the control-plane database: all of them.
+DATABASE_CLIENTS = {"likeness-trainer-api", "likeness-trainer-worker", "likeness-gallery", "likeness-inference"}
 
 
 # ---------------------------------------------------------------------------------------------------------- KEDA

@@ -95,6 +95,10 @@ def read_only_server(tmp_path) -> Iterator[dict[str, Any]]:
         # Build the tiny base model at start-up, as production preloads its real ones: a write into the cache.
         LIKENESS_PRELOAD_BASE_MODELS="tiny-sd15",
         LIKENESS_GRACE_SECONDS="5",
+        # No cluster database here: the embedded SQLite file on the writable storage volume (a write the test
+        # wants to see allowed), and no API keys, which this test of the file system does not exercise.
+        LIKENESS_DATABASE_URL="sqlite:////var/lib/likeness/likeness.db",
+        LIKENESS_AUTH="none",
     )
     script = sandbox_script(mounts, [sys.executable, "-m", "likeness.cli.main", "serve", "all"])
     log = tmp_path / "server.log"

@@ -18,10 +18,15 @@ def add_address_argument(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("LIKENESS_ADDRESS", DEFAULT_ADDRESS),
         help=f"server address (env LIKENESS_ADDRESS, default {DEFAULT_ADDRESS})",
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LIKENESS_API_KEY", ""),
+        help="API key sent as 'authorization: Bearer ...' (env LIKENESS_API_KEY; needed with --auth api-key)",
+    )
 
 
 def connect(args: argparse.Namespace) -> LikenessClient:
-    return LikenessClient(args.address)
+    return LikenessClient(args.address, api_key=getattr(args, "api_key", "") or None)
 
 
 def photo_files(directory: str | Path) -> list[Path]:

@@ -18,6 +18,7 @@ from likeness.errors import LikenessError
 SUBCOMMAND_MODULES = (
     "likeness.cli.serve_cmd",
     "likeness.cli.db_cmd",
+    "likeness.cli.keys_cmd",
     "likeness.cli.models_cmd",
     "likeness.cli.prepare_cmd",
     "likeness.cli.train_cmd",

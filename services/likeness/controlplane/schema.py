@@ -201,3 +201,22 @@ def include_in_schema_comparison(
     if name is None:
         return True
     return name not in SEARCH_INDEX_OBJECTS and not name.startswith("gallery_fts_")
+
+
+#: API keys. Only a SHA-256 of each key is kept: keys are 256-bit random strings, so a slow password hash would
+#: add nothing but latency. `key_id` is the key's public prefix, shown in listings and logs.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    #: user or admin (likeness.identity.keys.Role).
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("create_time", Seconds, nullable=False),
+    #: NULL: never expires.
+    sa.Column("expire_time", Seconds, nullable=True),
+    sa.Column("revoke_time", Seconds, nullable=True),
+)
+sa.Index("ix_api_keys_tenant", api_keys.c.tenant, api_keys.c.key_id)

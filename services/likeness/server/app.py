@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from likeness.server import metrics
+from likeness.server.auth import Authenticator, make_authenticator
 from likeness.server.component import ServiceComponent
 from likeness.server.cpu import apply_cpu_threads
 from likeness.server.interceptors import ServerInterceptor
@@ -49,6 +50,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     port: int
     metrics_port: int | None
+    authenticator: Authenticator | None = None
 
     @property
     def address(self) -> str:
@@ -78,6 +80,8 @@ class RunningServer:
             self.server.stop(grace_seconds),
             *(component.stop(grace_seconds) for component in self.components),
         )
+        if self.authenticator is not None:
+            self.authenticator.close()
         log.info("stopped")
 
 
@@ -86,7 +90,9 @@ async def start_server(
 ) -> RunningServer:
     """Binds the port and reports NOT_SERVING until every component has started, then SERVING."""
     apply_cpu_threads(settings.torch_threads)
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(settings))
+    authenticator = make_authenticator(settings.auth, settings.resolved_database_url, settings.auth_cache_seconds)
+    await authenticator.start()
+    server = grpc.aio.server(interceptors=[ServerInterceptor(authenticator)], options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -100,7 +106,7 @@ async def start_server(
     metrics_port = None
     if start_metrics and settings.metrics_port:
         metrics_port = metrics.start_metrics_server(settings.metrics_port, settings.host)
-    running = RunningServer(server, components, health_servicer, port, metrics_port)
+    running = RunningServer(server, components, health_servicer, port, metrics_port, authenticator)
     await running.set_serving(False)
     await server.start()
     log.info("listening", extra={"port": port, "services": ",".join(c.name for c in components)})

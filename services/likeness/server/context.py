@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextvars
 
+from likeness.identity.keys import Principal
 from likeness.server.logs import request_id_var
 
-#: Tenant of the RPC being served. Authentication is off, so every caller is the default tenant; an
-#: authenticating interceptor would set it from the caller's identity without any change to the services.
+#: Tenant of the RPC being served, set by the interceptor from the caller's credentials (likeness.server.auth);
+#: with authentication off every caller is the default tenant.
 DEFAULT_TENANT = "default"
 tenant_var: contextvars.ContextVar[str] = contextvars.ContextVar("likeness_tenant", default=DEFAULT_TENANT)
+#: The authenticated caller (tenant, role, key id) of the RPC being served; None outside an RPC.
+principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("likeness_principal", default=None)
 
 
 def current_tenant() -> str:

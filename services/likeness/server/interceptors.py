@@ -17,24 +17,15 @@ from typing import Any
 import grpc
 
 from likeness import errors
+from likeness.api.status import ERROR_CODES
 from likeness.server import metrics
-from likeness.server.context import DEFAULT_TENANT, tenant_var
+from likeness.server.auth import Authenticator, NoAuthentication
+from likeness.server.context import DEFAULT_TENANT, principal_var, tenant_var
 from likeness.server.logs import request_id_var
 
 log = logging.getLogger("likeness.rpc")
 
 REQUEST_ID_KEY = "x-request-id"
-
-ERROR_CODES: dict[type[errors.LikenessError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.Cancelled: grpc.StatusCode.CANCELLED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -98,7 +89,16 @@ def _note_abort(call: _Call, context: grpc.aio.ServicerContext) -> None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler with request ids, domain-error mapping, logging and metrics."""
+    """Wraps every handler with request ids, authentication, domain-error mapping, logging and metrics."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self.authenticator: Authenticator = authenticator or NoAuthentication()
+
+    async def _authenticate(self, details: grpc.HandlerCallDetails) -> None:
+        metadata = {key: value for key, value in (details.invocation_metadata or ()) if isinstance(value, str)}
+        principal = await self.authenticator.authenticate(metadata)
+        tenant_var.set(principal.tenant)
+        principal_var.set(principal)
 
     async def intercept_service(
         self,
@@ -132,12 +132,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    @staticmethod
-    def _wrap_unary(behavior: Callable, details: grpc.HandlerCallDetails, rpc_type: str) -> Callable:
+    def _wrap_unary(self, behavior: Callable, details: grpc.HandlerCallDetails, rpc_type: str) -> Callable:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _Call(details, rpc_type)
             call.enter(context)
             try:
+                await self._authenticate(details)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 call.code = grpc.StatusCode.CANCELLED
@@ -152,12 +152,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    @staticmethod
-    def _wrap_stream(behavior: Callable, details: grpc.HandlerCallDetails, rpc_type: str) -> Callable:
+    def _wrap_stream(self, behavior: Callable, details: grpc.HandlerCallDetails, rpc_type: str) -> Callable:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = _Call(details, rpc_type)
             call.enter(context)
             try:
+                await self._authenticate(details)
                 async for response in behavior(request, context):
                     yield response
             except (asyncio.CancelledError, GeneratorExit):

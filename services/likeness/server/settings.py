@@ -30,6 +30,13 @@ class Settings:
     port: int = field(default=50051, metadata={"help": "gRPC port"})
     metrics_port: int = field(default=9090, metadata={"help": "Prometheus /metrics HTTP port (0 disables)"})
     grace_seconds: float = field(default=30.0, metadata={"help": "SIGTERM drain period before forced stop"})
+    auth: str = field(
+        default="none",
+        metadata={"help": "none (every caller is tenant 'default'; logs a warning) or api-key (Bearer API keys)"},
+    )
+    auth_cache_seconds: float = field(
+        default=30.0, metadata={"help": "how long a verified API key is trusted before it is checked again"}
+    )
     max_message_mb: int = field(default=64, metadata={"help": "largest gRPC message accepted or sent, MiB"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     log_format: str = field(default="json", metadata={"help": "json or text"})
@@ -223,6 +230,10 @@ def validate(settings: Settings) -> None:
         raise InvalidArgument(f"must be 0 (automatic) or positive, got {settings.torch_threads}", field="torch_threads")
     if settings.grace_seconds < 0 or settings.batch_window_ms < 0:
         raise InvalidArgument("must not be negative", field="grace_seconds/batch_window_ms")
+    if settings.auth not in {"none", "api-key"}:
+        raise InvalidArgument(f"must be none or api-key, got {settings.auth!r}", field="auth")
+    if settings.auth_cache_seconds < 0:
+        raise InvalidArgument("must not be negative", field="auth_cache_seconds")
     if settings.role not in {"all", "api", "worker"}:
         raise InvalidArgument(f"must be api, worker or all, got {settings.role!r}", field="role")
     if settings.heartbeat_seconds <= 0 or settings.watch_poll_ms <= 0:

@@ -1,0 +1,1 @@
+"""Who is calling: API keys mapped to a tenant and a role."""

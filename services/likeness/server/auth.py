@@ -1,0 +1,108 @@
+"""Authentication of RPCs: who the caller is, from its `authorization: Bearer <API key>` metadata.
+
+`--auth none` (the embedded default, logged as a warning at start) makes every caller the `default` tenant
+with the admin role. `--auth api-key` (the Kubernetes overlays) requires a valid key on every RPC but health
+and reflection; a verified key is cached for `auth_cache_seconds`, which bounds how long a revoked key keeps
+working on a replica, so a busy server does not read the database on every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Protocol
+
+from likeness.controlplane.database import Database
+from likeness.controlplane.migrate import migrate
+from likeness.enums import ValueEnum
+from likeness.errors import Unauthenticated
+from likeness.identity.keys import ApiKeys, Principal, Role, hash_key
+from likeness.server.context import DEFAULT_TENANT
+
+log = logging.getLogger(__name__)
+
+AUTHORIZATION_KEY = "authorization"
+_CACHE_ENTRIES = 10_000
+_REJECTION_CACHE_SECONDS = 2.0  # a flood of one bad key reads the database once per this interval
+
+
+class AuthMode(ValueEnum):
+    NONE = "none"
+    API_KEY = "api-key"
+
+
+class Authenticator(Protocol):
+    async def start(self) -> None: ...
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal: ...
+
+    def close(self) -> None: ...
+
+
+class NoAuthentication:
+    """Every caller is the default tenant, with the admin role."""
+
+    PRINCIPAL = Principal(DEFAULT_TENANT, Role.ADMIN, "")
+
+    async def start(self) -> None:
+        log.warning(
+            "authentication is off (--auth none): every caller is tenant %r; use --auth api-key", DEFAULT_TENANT
+        )
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        return self.PRINCIPAL
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ApiKeyAuthentication:
+    """Bearer API keys verified against the control-plane database, with a short cache."""
+
+    def __init__(self, database_url: str, *, cache_seconds: float = 30.0) -> None:
+        self.database = Database(database_url)
+        self.keys = ApiKeys(self.database)
+        self.cache_seconds = cache_seconds
+        self._cache: OrderedDict[str, tuple[float, Principal | Unauthenticated]] = OrderedDict()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(migrate, self.database)  # the api_keys table, if no other service made it yet
+        log.info("authentication: API keys", extra={"database": self.database.where})
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        header = str(metadata.get(AUTHORIZATION_KEY, "")).strip()
+        if not header:
+            raise Unauthenticated("this server requires an API key: send the metadata 'authorization: Bearer lk_...'")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthenticated("the authorization metadata must read 'Bearer <API key>'")
+        digest = hash_key(key.strip())
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            self._cache.move_to_end(digest)
+            outcome = cached[1]
+        else:
+            try:
+                outcome = await asyncio.to_thread(self.keys.verify, key.strip())
+                ttl = self.cache_seconds
+            except Unauthenticated as error:
+                outcome, ttl = error, _REJECTION_CACHE_SECONDS
+            self._cache[digest] = (now + ttl, outcome)
+            while len(self._cache) > _CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        if isinstance(outcome, Unauthenticated):
+            raise Unauthenticated(outcome.reason)
+        return outcome
+
+    def close(self) -> None:
+        self.database.dispose()
+
+
+def make_authenticator(mode: str, database_url: str, cache_seconds: float) -> Authenticator:
+    if AuthMode(mode) is AuthMode.API_KEY:
+        return ApiKeyAuthentication(database_url, cache_seconds=cache_seconds)
+    return NoAuthentication()
