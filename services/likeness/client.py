@@ -262,8 +262,9 @@ class LikenessClient:
     """Blocking client for the trainer, inference and gallery services behind one address.
 
     `address` defaults to $LIKENESS_ADDRESS, else 127.0.0.1:50051. `api_key` (default $LIKENESS_API_KEY) is sent
-    as `authorization: Bearer <key>` on every call. `credentials` switches to TLS (the services listen in
-    plaintext by default). `timeout` is the deadline in seconds of unary calls; streams and uploads
+    as `authorization: Bearer <key>` on every call. `tls_ca_file` (default $LIKENESS_TLS_CA_FILE) connects with
+    TLS, trusting that CA; `credentials` gives full control (client certificates for mutual TLS). Without
+    either the channel is plaintext, as the embedded server listens by default. `timeout` is the deadline in seconds of unary calls; streams and uploads
     take their own `timeout` argument and default to none, since training and generation can run long.
     """
 
@@ -272,6 +273,7 @@ class LikenessClient:
         address: str | None = None,
         *,
         api_key: str | None = None,
+        tls_ca_file: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = 60.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -280,6 +282,9 @@ class LikenessClient:
     ) -> None:
         self.address = address or os.environ.get("LIKENESS_ADDRESS") or DEFAULT_ADDRESS
         options = channel_options(max_message_bytes)
+        tls_ca_file = tls_ca_file if tls_ca_file is not None else os.environ.get("LIKENESS_TLS_CA_FILE", "")
+        if credentials is None and tls_ca_file:
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca_file).read_bytes())
         if credentials is None:
             self.channel = grpc.insecure_channel(self.address, options=options)
         else:

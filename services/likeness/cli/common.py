@@ -23,10 +23,17 @@ def add_address_argument(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("LIKENESS_API_KEY", ""),
         help="API key sent as 'authorization: Bearer ...' (env LIKENESS_API_KEY; needed with --auth api-key)",
     )
+    parser.add_argument(
+        "--tls-ca",
+        default=os.environ.get("LIKENESS_TLS_CA_FILE", ""),
+        help="connect with TLS, trusting this PEM CA (env LIKENESS_TLS_CA_FILE); default plaintext",
+    )
 
 
 def connect(args: argparse.Namespace) -> LikenessClient:
-    return LikenessClient(args.address, api_key=getattr(args, "api_key", "") or None)
+    return LikenessClient(
+        args.address, api_key=getattr(args, "api_key", "") or None, tls_ca_file=getattr(args, "tls_ca", "") or None
+    )
 
 
 def photo_files(directory: str | Path) -> list[Path]:

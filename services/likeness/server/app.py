@@ -22,6 +22,7 @@ from likeness.server.component import ServiceComponent
 from likeness.server.cpu import apply_cpu_threads
 from likeness.server.interceptors import ServerInterceptor
 from likeness.server.settings import Settings
+from likeness.server.tls import server_credentials
 
 log = logging.getLogger("likeness.server")
 
@@ -100,16 +101,21 @@ async def start_server(
         component.register(server)
         names.extend(component.service_names)
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    tls = settings.tls_files
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}; is the port in use?")
     metrics_port = None
     if start_metrics and settings.metrics_port:
-        metrics_port = metrics.start_metrics_server(settings.metrics_port, settings.host)
+        metrics_port = metrics.start_metrics_server(settings.metrics_port, settings.host, tls=tls)
     running = RunningServer(server, components, health_servicer, port, metrics_port, authenticator)
     await running.set_serving(False)
     await server.start()
-    log.info("listening", extra={"port": port, "services": ",".join(c.name for c in components)})
+    log.info(
+        "listening",
+        extra={"port": port, "tls": bool(tls), "services": ",".join(c.name for c in components)},
+    )
     started: list[ServiceComponent] = []
     try:
         for component in components:

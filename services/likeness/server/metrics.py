@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from likeness.server.tls import TlsFiles, watch_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +29,14 @@ RPC_IN_FLIGHT = Gauge("likeness_grpc_server_in_flight", "RPCs being served", ["g
 SERVICE_UP = Gauge("likeness_service_serving", "1 when the service reports SERVING", ["service"])
 
 
-def start_metrics_server(port: int, host: str = "0.0.0.0") -> int:
-    """Serves /metrics on its own port; returns the bound port (useful when 0 asks for a free one)."""
-    server, _thread = start_http_server(port, addr=host)
+def start_metrics_server(port: int, host: str = "0.0.0.0", *, tls: TlsFiles | None = None) -> int:
+    """Serves /metrics on its own port, over TLS when `tls` is given (certificate reloaded when it rotates);
+    returns the bound port (useful when 0 asks for a free one)."""
+    if tls is None:
+        server, _thread = start_http_server(port, addr=host)
+    else:
+        server, _thread = start_http_server(port, addr=host, certfile=tls.cert_file, keyfile=tls.key_file)
+        watch_ssl_context(server.socket.context, tls, threading.Event())
     bound = server.server_address[1]
-    log.info("metrics endpoint listening", extra={"port": bound})
+    log.info("metrics endpoint listening", extra={"port": bound, "tls": tls is not None})
     return bound

@@ -12,9 +12,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from likeness.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from likeness.server.tls import TlsFiles
 
 #: The built-in base models ship with the package, so the embedded default needs no download: `toy-sd15` is
 #: pretrained on a synthetic world (docs/personalization.md), the tiny ones are random-weight SD 1.x and SDXL.
@@ -33,6 +36,13 @@ class Settings:
     auth: str = field(
         default="none",
         metadata={"help": "none (every caller is tenant 'default'; logs a warning) or api-key (Bearer API keys)"},
+    )
+    tls_cert_file: str = field(
+        default="", metadata={"help": "PEM certificate chain: serve gRPC and metrics over TLS (reloaded on change)"}
+    )
+    tls_key_file: str = field(default="", metadata={"help": "PEM private key of tls_cert_file"})
+    tls_client_ca_file: str = field(
+        default="", metadata={"help": "PEM CA: require client certificates it signed on the gRPC port (mutual TLS)"}
     )
     auth_cache_seconds: float = field(
         default=30.0, metadata={"help": "how long a verified API key is trusted before it is checked again"}
@@ -91,6 +101,15 @@ class Settings:
         default=False,
         metadata={"help": "record generated images in the gallery when a request does not say (record_in_gallery)"},
     )
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The TLS files when TLS is on (a certificate and its key are set), else None."""
+        if not self.tls_cert_file:
+            return None
+        from likeness.server.tls import TlsFiles
+
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
     @property
     def storage_root_is_local(self) -> bool:
@@ -230,6 +249,12 @@ def validate(settings: Settings) -> None:
         raise InvalidArgument(f"must be 0 (automatic) or positive, got {settings.torch_threads}", field="torch_threads")
     if settings.grace_seconds < 0 or settings.batch_window_ms < 0:
         raise InvalidArgument("must not be negative", field="grace_seconds/batch_window_ms")
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise InvalidArgument("set tls_cert_file and tls_key_file together", field="tls_key_file")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise InvalidArgument(
+            "mutual TLS needs the server's own tls_cert_file and tls_key_file", field="tls_client_ca_file"
+        )
     if settings.auth not in {"none", "api-key"}:
         raise InvalidArgument(f"must be none or api-key, got {settings.auth!r}", field="auth")
     if settings.auth_cache_seconds < 0:
