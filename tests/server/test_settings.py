@@ -92,5 +92,11 @@ def test_kubernetes_service_links_are_not_mistaken_for_settings():
 
 
 def test_variables_of_the_sdk_and_the_load_test_are_not_settings():
-    environ = {"LIKENESS_ADDRESS": "127.0.0.1:50051", "LIKENESS_LOAD_SUBJECTS": "sm-1,sm-2", "LIKENESS_LOAD_STEPS": "4"}
+    environ = {
+        "LIKENESS_ADDRESS": "127.0.0.1:50051",
+        "LIKENESS_API_KEY": "lk_0123456789ab_x",
+        "LIKENESS_TLS_CA_FILE": "/etc/ca.pem",
+        "LIKENESS_LOAD_SUBJECTS": "sm-1,sm-2",
+        "LIKENESS_LOAD_STEPS": "4",
+    }
     assert load_settings(parse([]), environ=environ) == Settings()

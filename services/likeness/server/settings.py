@@ -215,7 +215,10 @@ def _is_service_link(name: str, value: str) -> bool:
 _PASSTHROUGH = {
     "LIKENESS_S3_ENDPOINT_URL",
     "LIKENESS_DREAMBENCH_DIR",
+    # The client's (LikenessClient, the CLI's client commands), often exported in the shell that runs a server.
     "LIKENESS_ADDRESS",
+    "LIKENESS_API_KEY",
+    "LIKENESS_TLS_CA_FILE",
     # The load test's settings (bench/load/locustfile.py), often exported in the shell that also runs a server.
     "LIKENESS_LOAD_SUBJECTS",
     "LIKENESS_LOAD_STEPS",
