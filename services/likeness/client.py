@@ -592,6 +592,10 @@ class LikenessClient:
             if not token:
                 return
 
+    def delete_prompt(self, prompt_id: str) -> gallery_pb.DeletePromptResponse:
+        """Deletes one of the caller's prompts with its image; NotFound when it is not (or no longer) there."""
+        return self._unary(self.gallery.DeletePrompt, gallery_pb.DeletePromptRequest(prompt_id=prompt_id))
+
     def get_prompt_image(self, prompt_id: str, *, timeout: float | None = None) -> tuple[bytes, str]:
         """The full image of a gallery entry and its media type ("image/png", ...), reassembled from chunks."""
         request = gallery_pb.GetPromptImageRequest(prompt_id=prompt_id)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
-from likeness.errors import InvalidArgument, NotFound
+from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.gallery import store as store_module
 from likeness.gallery.planning import LexemeStatistics, count_matches
 from likeness.gallery.query import MatchMode, SearchTerms
@@ -230,3 +230,31 @@ def test_postgresql_counts_matches_from_the_index(postgres_url, storage) -> None
         assert count_matches(connection, SearchTerms.parse("harbour"), MatchMode.ALL) == 40
         assert count_matches(connection, SearchTerms.parse("harbour dawn"), MatchMode.ALL) == 10
     database.dispose()
+
+
+def test_delete_removes_the_entry_its_files_and_its_index_rows(store: PromptStore, storage) -> None:
+    entry = store.record("acme", "a red kite over a meadow", tags=["kite"], image=png()).record
+    kept = store.record("acme", "a red kite in a storm").record
+    shared = store.record("globex", "a shared kite festival", shared=True).record
+    store.install_seeds()
+    with pytest.raises(NotFound):
+        store.delete("globex", entry.prompt_id)  # another tenant's id: as if it never existed
+    with pytest.raises(NotFound):
+        store.delete("acme", shared.prompt_id)  # visible to acme, but not acme's to delete
+    with pytest.raises(FailedPrecondition, match="built in"):
+        store.delete("acme", "seed-context-tropical-beach")
+    assert store.get("acme", entry.prompt_id).has_image
+
+    outcome = store.delete("acme", entry.prompt_id)
+    assert outcome.files_removed == 2
+    assert not storage.exists(entry.image_key) and not storage.exists(entry.thumbnail_key)
+    with pytest.raises(NotFound):
+        store.get("acme", entry.prompt_id)
+    assert ids(store.search("acme", "red kite")) == [kept.prompt_id]  # the full-text index forgot it too
+    assert store.search("acme", "", filters=SearchFilters(tags=["kite"])).results == []
+    with store.database.read() as connection:
+        tag_rows = connection.exec_driver_sql("SELECT count(*) FROM gallery_tags WHERE tag = 'kite'").scalar()
+    assert tag_rows == 0
+    with pytest.raises(NotFound):
+        store.delete("acme", entry.prompt_id)  # twice: NOT_FOUND, nothing else changes
+    assert store.get("acme", kept.prompt_id) and store.get("globex", shared.prompt_id)

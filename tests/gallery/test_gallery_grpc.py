@@ -134,3 +134,23 @@ def test_images_thumbnails_and_scopes_through_grpc(tmp_path):
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image" in info.value.details()
 
     run_with_stub(tmp_path, scenario)
+
+
+def test_delete_prompt_through_grpc(tmp_path):
+    async def scenario(stub):
+        recorded = await stub.RecordPrompt(pb.RecordPromptRequest(prompt="a paper boat on a pond"))
+        prompt_id = recorded.prompt.prompt_id
+        deleted = await stub.DeletePrompt(pb.DeletePromptRequest(prompt_id=prompt_id))
+        assert deleted.prompt_id == prompt_id and deleted.files_removed == 0
+        for call in (
+            stub.DeletePrompt(pb.DeletePromptRequest(prompt_id=prompt_id)),
+            stub.GetPrompt(pb.GetPromptRequest(prompt_id=prompt_id)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.DeletePrompt(pb.DeletePromptRequest(prompt_id="seed-context-tropical-beach"))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    run_with_stub(tmp_path, scenario)

@@ -1,4 +1,4 @@
-"""`likeness prompts search|show|record|templates|import`: discover prompts in the gallery and reuse them."""
+"""`likeness prompts search|show|record|delete|templates|import`: discover prompts in the gallery and reuse them."""
 
 from __future__ import annotations
 
@@ -40,10 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     record.add_argument("--base-model", default="")
     record.set_defaults(func=run_record)
 
+    delete = commands.add_parser("delete", help="delete one of your prompts with its image")
+    delete.add_argument("prompt_id")
+    delete.set_defaults(func=run_delete)
+
     templates = commands.add_parser("templates", help="list prompt templates with a {subject} placeholder")
     templates.add_argument("--category", default="", help="only this category (portrait, pet, product, ...)")
     templates.set_defaults(func=run_templates)
-    for sub in (search, show, record, templates):
+    for sub in (search, show, record, delete, templates):
         add_address_argument(sub)
 
     importer = commands.add_parser(
@@ -91,6 +95,13 @@ def run_record(args: argparse.Namespace) -> int:
         response = client.record_prompt(args.prompt, parameters=parameters, tags=args.tag, base_model=args.base_model)
     state = "already recorded" if response.existing else "recorded"
     print(f"{state}: {response.prompt.prompt_id} (used {response.prompt.use_count}x)")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        response = client.delete_prompt(args.prompt_id)
+    print(f"deleted {response.prompt_id} ({response.files_removed} files)")
     return 0
 
 

@@ -123,6 +123,10 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
         found = templates.list_templates(request.category or None)
         return pb.ListTemplatesResponse(templates=[template_to_proto(t) for t in found])
 
+    async def DeletePrompt(self, request: pb.DeletePromptRequest, context: grpc.aio.ServicerContext):
+        outcome = await asyncio.to_thread(self.store.delete, current_tenant(), request.prompt_id)
+        return pb.DeletePromptResponse(prompt_id=outcome.prompt_id, files_removed=outcome.files_removed)
+
     async def GetPromptImage(
         self, request: pb.GetPromptImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GetPromptImageResponse]:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from likeness.controlplane.database import Database
 from likeness.controlplane.schema import gallery_prompts, gallery_tags
 from likeness.enums import ValueEnum
-from likeness.errors import InvalidArgument, NotFound
+from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.gallery import templates
 from likeness.gallery.images import MEDIA_TYPES, prepare_image
 from likeness.gallery.pages import Cursor, decode_token, encode_token, fingerprint
@@ -115,6 +115,13 @@ class SearchFilters:
     subject_model_id: str = ""
     created_after: float | None = None  # seconds since the epoch, inclusive
     created_before: float | None = None  # exclusive
+
+
+class DeleteOutcome(NamedTuple):
+    """A deleted entry and how many of its files left shared storage."""
+
+    prompt_id: str
+    files_removed: int
 
 
 class RecordOutcome(NamedTuple):
@@ -467,6 +474,43 @@ class PromptStore:
         if for_update:
             query = query.with_for_update()
         return _record(connection.execute(query).one())
+
+    # ---- delete -------------------------------------------------------------------------------------------
+
+    def delete(self, tenant: str, prompt_id: str) -> DeleteOutcome:
+        """Delete one of the tenant's own entries, its tags, embedding, index entry and image files.
+
+        NotFound for ids the tenant cannot see and for other tenants' shared entries (existence does not leak);
+        FailedPrecondition for the built-in seeds. A second delete answers NotFound and changes nothing.
+        """
+        validate_tenant(tenant)
+        validate_resource_id(prompt_id, field="prompt_id")
+        if prompt_id.startswith(SEED_ID_PREFIX) and self._is_seed(prompt_id):
+            raise FailedPrecondition(f"prompt {prompt_id!r} is built in and cannot be deleted")
+        with self.database.transaction() as connection:
+            row = connection.execute(
+                sa.select(gallery_prompts.c.image_key, gallery_prompts.c.thumbnail_key).where(
+                    gallery_prompts.c.prompt_id == prompt_id, gallery_prompts.c.tenant == tenant
+                )
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"prompt {prompt_id!r} does not exist; search the gallery for available prompts")
+            connection.execute(gallery_prompts.delete().where(gallery_prompts.c.prompt_id == prompt_id))
+        # After the commit: a failed delete leaves the entry whole; a crash here leaves only unreferenced files
+        # under this recipe's keys, which the next recording of it overwrites.
+        removed = 0
+        for key in (row.image_key, row.thumbnail_key):
+            if key:
+                self.storage.delete(key, missing_ok=True)
+                removed += 1
+        return DeleteOutcome(prompt_id, removed)
+
+    def _is_seed(self, prompt_id: str) -> bool:
+        with self.database.read() as connection:
+            tenant = connection.execute(
+                sa.select(gallery_prompts.c.tenant).where(gallery_prompts.c.prompt_id == prompt_id)
+            ).scalar_one_or_none()
+        return tenant == SEED_TENANT
 
     # ---- get ----------------------------------------------------------------------------------------------
 

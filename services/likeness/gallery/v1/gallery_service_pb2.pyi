@@ -169,3 +169,17 @@ class GetPromptImageResponse(_message.Message):
     media_type: str
     last: bool
     def __init__(self, data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class DeletePromptRequest(_message.Message):
+    __slots__ = ("prompt_id",)
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    prompt_id: str
+    def __init__(self, prompt_id: _Optional[str] = ...) -> None: ...
+
+class DeletePromptResponse(_message.Message):
+    __slots__ = ("prompt_id", "files_removed")
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    prompt_id: str
+    files_removed: int
+    def __init__(self, prompt_id: _Optional[str] = ..., files_removed: _Optional[int] = ...) -> None: ...

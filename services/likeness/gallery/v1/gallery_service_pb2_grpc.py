@@ -61,6 +61,11 @@ class GalleryServiceStub:
                 request_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageRequest.SerializeToString,
                 response_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageResponse.FromString,
                 _registered_method=True)
+        self.DeletePrompt = channel.unary_unary(
+                '/likeness.gallery.v1.GalleryService/DeletePrompt',
+                request_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.DeletePromptRequest.SerializeToString,
+                response_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.DeletePromptResponse.FromString,
+                _registered_method=True)
 
 
 class GalleryServiceServicer:
@@ -103,6 +108,13 @@ class GalleryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeletePrompt(self, request, context):
+        """Deletes one of the caller's prompts with its image and thumbnail; deleting it again answers NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GalleryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +142,11 @@ def add_GalleryServiceServicer_to_server(servicer, server):
                     servicer.GetPromptImage,
                     request_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageRequest.FromString,
                     response_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageResponse.SerializeToString,
+            ),
+            'DeletePrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePrompt,
+                    request_deserializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.DeletePromptRequest.FromString,
+                    response_serializer=likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.DeletePromptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +286,33 @@ class GalleryService:
             '/likeness.gallery.v1.GalleryService/GetPromptImage',
             likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageRequest.SerializeToString,
             likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.GetPromptImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.gallery.v1.GalleryService/DeletePrompt',
+            likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.DeletePromptRequest.SerializeToString,
+            likeness_dot_gallery_dot_v1_dot_gallery__service__pb2.DeletePromptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,8 @@ type GalleryServiceClient interface {
 	ListTemplates(ctx context.Context, in *ListTemplatesRequest, opts ...grpc.CallOption) (*ListTemplatesResponse, error)
 	// Streams the full image of a prompt in chunks (search results carry only the thumbnail).
 	GetPromptImage(ctx context.Context, in *GetPromptImageRequest, opts ...grpc.CallOption) (GalleryService_GetPromptImageClient, error)
+	// Deletes one of the caller's prompts with its image and thumbnail; deleting it again answers NOT_FOUND.
+	DeletePrompt(ctx context.Context, in *DeletePromptRequest, opts ...grpc.CallOption) (*DeletePromptResponse, error)
 }
 
 type galleryServiceClient struct {
@@ -105,6 +107,15 @@ func (x *galleryServiceGetPromptImageClient) Recv() (*GetPromptImageResponse, er
 	return m, nil
 }
 
+func (c *galleryServiceClient) DeletePrompt(ctx context.Context, in *DeletePromptRequest, opts ...grpc.CallOption) (*DeletePromptResponse, error) {
+	out := new(DeletePromptResponse)
+	err := c.cc.Invoke(ctx, "/likeness.gallery.v1.GalleryService/DeletePrompt", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GalleryServiceServer is the server API for GalleryService service.
 // All implementations must embed UnimplementedGalleryServiceServer
 // for forward compatibility
@@ -119,6 +130,8 @@ type GalleryServiceServer interface {
 	ListTemplates(context.Context, *ListTemplatesRequest) (*ListTemplatesResponse, error)
 	// Streams the full image of a prompt in chunks (search results carry only the thumbnail).
 	GetPromptImage(*GetPromptImageRequest, GalleryService_GetPromptImageServer) error
+	// Deletes one of the caller's prompts with its image and thumbnail; deleting it again answers NOT_FOUND.
+	DeletePrompt(context.Context, *DeletePromptRequest) (*DeletePromptResponse, error)
 	mustEmbedUnimplementedGalleryServiceServer()
 }
 
@@ -140,6 +153,9 @@ func (UnimplementedGalleryServiceServer) ListTemplates(context.Context, *ListTem
 }
 func (UnimplementedGalleryServiceServer) GetPromptImage(*GetPromptImageRequest, GalleryService_GetPromptImageServer) error {
 	return status.Errorf(codes.Unimplemented, "method GetPromptImage not implemented")
+}
+func (UnimplementedGalleryServiceServer) DeletePrompt(context.Context, *DeletePromptRequest) (*DeletePromptResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeletePrompt not implemented")
 }
 func (UnimplementedGalleryServiceServer) mustEmbedUnimplementedGalleryServiceServer() {}
 
@@ -247,6 +263,24 @@ func (x *galleryServiceGetPromptImageServer) Send(m *GetPromptImageResponse) err
 	return x.ServerStream.SendMsg(m)
 }
 
+func _GalleryService_DeletePrompt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePromptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GalleryServiceServer).DeletePrompt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/likeness.gallery.v1.GalleryService/DeletePrompt",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GalleryServiceServer).DeletePrompt(ctx, req.(*DeletePromptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _GalleryService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "likeness.gallery.v1.GalleryService",
 	HandlerType: (*GalleryServiceServer)(nil),
@@ -266,6 +300,10 @@ var _GalleryService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTemplates",
 			Handler:    _GalleryService_ListTemplates_Handler,
+		},
+		{
+			MethodName: "DeletePrompt",
+			Handler:    _GalleryService_DeletePrompt_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

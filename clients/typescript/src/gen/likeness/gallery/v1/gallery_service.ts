@@ -114,7 +114,7 @@ export interface SearchPromptsRequest {
   query: string;
   /** Only prompts with all of these tags. */
   tags: string[];
-  /** Only prompts used with this base model. */
+  /** Only prompts used with this base model, and prompts that suit any base model (no base model recorded). */
   baseModel: string;
   /** Results per page, 1 to 100 (default 20). */
   pageSize: number;
@@ -234,6 +234,20 @@ export interface GetPromptImageResponse {
   mediaType: string;
   /** True on the last chunk. */
   last: boolean;
+}
+
+/** Deletes a prompt. */
+export interface DeletePromptRequest {
+  /** The prompt's id; it must be one of the caller's own (shared and built-in prompts of others answer NOT_FOUND). */
+  promptId: string;
+}
+
+/** What was deleted. */
+export interface DeletePromptResponse {
+  /** The deleted prompt's id. */
+  promptId: string;
+  /** Files removed from shared storage (the image and its thumbnail). */
+  filesRemoved: number;
 }
 
 function createBasePromptRecord(): PromptRecord {
@@ -1809,6 +1823,172 @@ export const GetPromptImageResponse: MessageFns<GetPromptImageResponse> = {
   },
 };
 
+function createBaseDeletePromptRequest(): DeletePromptRequest {
+  return { promptId: "" };
+}
+
+export const DeletePromptRequest: MessageFns<DeletePromptRequest> = {
+  encode(message: DeletePromptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeletePromptRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeletePromptRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeletePromptRequest {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeletePromptRequest): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeletePromptRequest>, I>>(base?: I): DeletePromptRequest {
+    return DeletePromptRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeletePromptRequest>, I>>(object: I): DeletePromptRequest {
+    const message = createBaseDeletePromptRequest();
+    message.promptId = object.promptId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeletePromptResponse(): DeletePromptResponse {
+  return { promptId: "", filesRemoved: 0 };
+}
+
+export const DeletePromptResponse: MessageFns<DeletePromptResponse> = {
+  encode(message: DeletePromptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptId !== "") {
+      writer.uint32(10).string(message.promptId);
+    }
+    if (message.filesRemoved !== 0) {
+      writer.uint32(16).int32(message.filesRemoved);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeletePromptResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeletePromptResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.promptId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.filesRemoved = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeletePromptResponse {
+    return {
+      promptId: isSet(object.promptId)
+        ? globalThis.String(object.promptId)
+        : isSet(object.prompt_id)
+        ? globalThis.String(object.prompt_id)
+        : "",
+      filesRemoved: isSet(object.filesRemoved)
+        ? globalThis.Number(object.filesRemoved)
+        : isSet(object.files_removed)
+        ? globalThis.Number(object.files_removed)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeletePromptResponse): unknown {
+    const obj: any = {};
+    if (message.promptId !== "") {
+      obj.promptId = message.promptId;
+    }
+    if (message.filesRemoved !== 0) {
+      obj.filesRemoved = Math.round(message.filesRemoved);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeletePromptResponse>, I>>(base?: I): DeletePromptResponse {
+    return DeletePromptResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeletePromptResponse>, I>>(object: I): DeletePromptResponse {
+    const message = createBaseDeletePromptResponse();
+    message.promptId = object.promptId ?? "";
+    message.filesRemoved = object.filesRemoved ?? 0;
+    return message;
+  },
+};
+
 /**
  * GalleryService helps users find prompts: search past prompts with their parameters, reuse them, record new ones,
  * and start from templates.
@@ -1870,6 +2050,17 @@ export const GalleryServiceService = {
       Buffer.from(GetPromptImageResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetPromptImageResponse => GetPromptImageResponse.decode(value),
   },
+  /** Deletes one of the caller's prompts with its image and thumbnail; deleting it again answers NOT_FOUND. */
+  deletePrompt: {
+    path: "/likeness.gallery.v1.GalleryService/DeletePrompt" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeletePromptRequest): Buffer => Buffer.from(DeletePromptRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeletePromptRequest => DeletePromptRequest.decode(value),
+    responseSerialize: (value: DeletePromptResponse): Buffer =>
+      Buffer.from(DeletePromptResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeletePromptResponse => DeletePromptResponse.decode(value),
+  },
 } as const;
 
 export interface GalleryServiceServer extends UntypedServiceImplementation {
@@ -1883,6 +2074,8 @@ export interface GalleryServiceServer extends UntypedServiceImplementation {
   listTemplates: handleUnaryCall<ListTemplatesRequest, ListTemplatesResponse>;
   /** Streams the full image of a prompt in chunks (search results carry only the thumbnail). */
   getPromptImage: handleServerStreamingCall<GetPromptImageRequest, GetPromptImageResponse>;
+  /** Deletes one of the caller's prompts with its image and thumbnail; deleting it again answers NOT_FOUND. */
+  deletePrompt: handleUnaryCall<DeletePromptRequest, DeletePromptResponse>;
 }
 
 export interface GalleryServiceClient extends Client {
@@ -1960,6 +2153,22 @@ export interface GalleryServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<GetPromptImageResponse>;
+  /** Deletes one of the caller's prompts with its image and thumbnail; deleting it again answers NOT_FOUND. */
+  deletePrompt(
+    request: DeletePromptRequest,
+    callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
+  ): ClientUnaryCall;
+  deletePrompt(
+    request: DeletePromptRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
+  ): ClientUnaryCall;
+  deletePrompt(
+    request: DeletePromptRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeletePromptResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const GalleryServiceClient = makeGenericClientConstructor(
