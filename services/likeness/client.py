@@ -608,6 +608,14 @@ class LikenessClient:
             raise translate_error(error) from error
         return b"".join(parts), media_type
 
+    def delete_dataset(self, dataset_id: str) -> trainer_pb.DeleteDatasetResponse:
+        """Deletes a dataset and its photos; FailedPrecondition while a job that has not ended trains on it."""
+        return self._unary(self.trainer.DeleteDataset, trainer_pb.DeleteDatasetRequest(dataset_id=dataset_id))
+
+    def delete_training_job(self, job_id: str) -> trainer_pb.DeleteTrainingJobResponse:
+        """Deletes an ended job with its events and files; FailedPrecondition while it runs (cancel it first)."""
+        return self._unary(self.trainer.DeleteTrainingJob, trainer_pb.DeleteTrainingJobRequest(job_id=job_id))
+
     def get_prompt(self, prompt_id: str) -> gallery_pb.PromptRecord:
         """Returns one prompt record."""
         return self._unary(self.gallery.GetPrompt, gallery_pb.GetPromptRequest(prompt_id=prompt_id)).prompt

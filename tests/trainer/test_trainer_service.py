@@ -187,3 +187,31 @@ def test_idempotency_queue_limit_cancellation_and_watchers(client, trainer):
         client.get_training_job("job-unknown")
     with pytest.raises(errors.NotFound):
         list(client.watch_training_job("job-unknown"))
+
+
+def test_delete_a_dataset_and_a_job_only_once_nothing_uses_them(client, trainer):
+    storage_root = trainer[1]
+    dataset = client.prepare_dataset(photos(3), pb.DatasetOptions(base_model="tiny-sd15")).dataset
+    dataset_dir = storage_root / "tenants" / "default" / "datasets" / dataset.dataset_id
+    assert dataset_dir.is_dir()
+    job = client.create_training_job(job_spec(steps=2000, dataset_id=dataset.dataset_id)).job
+    with pytest.raises(errors.FailedPrecondition, match=job.job_id):
+        client.delete_dataset(dataset.dataset_id)  # a job that has not ended trains on it
+    with pytest.raises(errors.FailedPrecondition, match="cancel it"):
+        client.delete_training_job(job.job_id)
+    client.cancel_training_job(job.job_id)
+    wait_for(lambda: client.get_training_job(job.job_id).state == pb.JOB_STATE_CANCELLED, 120, what="the cancel")
+
+    deleted = client.delete_training_job(job.job_id)
+    assert deleted.job_id == job.job_id and deleted.events_removed >= 2
+    assert not (storage_root / "tenants" / "default" / "jobs" / job.job_id).exists()
+    for call in (client.get_training_job, client.delete_training_job):
+        with pytest.raises(errors.NotFound):
+            call(job.job_id)
+    assert job.job_id not in {j.job_id for j in client.list_training_jobs(page_size=100).jobs}
+
+    removed = client.delete_dataset(dataset.dataset_id)
+    assert removed.files_removed >= 4 and not dataset_dir.exists()
+    for call in (client.get_dataset, client.delete_dataset):
+        with pytest.raises(errors.NotFound):
+            call(dataset.dataset_id)

@@ -20,7 +20,7 @@ from likeness.dataset.report import summarize_rejections
 from likeness.errors import InvalidArgument, Unavailable
 from likeness.models.catalog import BaseModelCatalog
 from likeness.storage.base import Storage
-from likeness.storage.layout import dataset_prefix
+from likeness.storage.layout import dataset_prefix, job_prefix
 from likeness.trainer.datasets import DatasetCatalog
 from likeness.trainer.signals import Wakeup
 from likeness.trainer.spec import SpecValidator
@@ -125,6 +125,23 @@ class TrainingJobs:
         except Unavailable:
             log.warning("could not remove the dataset's row", extra={"dataset_id": dataset_id})
         self.storage.delete_prefix(dataset_prefix(tenant, dataset_id))
+
+    def delete_job(self, tenant: str, job_id: str) -> tuple[JobRecord, int]:
+        """Delete an ended job: its rows first (then no reader finds it), then its files. Returns the record and
+        how many files left storage. The subject model it published and its dataset stay."""
+        record = self.store.delete_job(tenant, job_id)
+        removed = self.storage.delete_prefix(job_prefix(tenant, job_id))
+        log.info("job deleted", extra={"job_id": job_id, "files": removed})
+        return record, removed
+
+    def delete_dataset(self, tenant: str, dataset_id: str) -> int:
+        """Delete a dataset no queued or running job uses: its row, then its files (the manifest first, so no
+        reader treats a half-deleted folder as published). Returns how many files left storage."""
+        self.datasets.get(tenant, dataset_id)  # NotFound for unknown ids and other tenants' ids
+        self.store.delete_dataset(tenant, dataset_id, unless_in_use=True)
+        removed = self.storage.delete_prefix(dataset_prefix(tenant, dataset_id))
+        log.info("dataset deleted", extra={"dataset_id": dataset_id, "files": removed})
+        return removed
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord:
         return self.store.get(tenant, job_id)

@@ -359,6 +359,12 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         manifest, report = await asyncio.to_thread(self.jobs.datasets.read, current_tenant(), request.dataset_id)
         return pb.GetDatasetResponse(dataset=dataset_to_pb(manifest, report))
 
+    async def DeleteDataset(self, request: pb.DeleteDatasetRequest, context) -> pb.DeleteDatasetResponse:
+        if not request.dataset_id:
+            raise InvalidArgument("must not be empty", field="dataset_id")
+        removed = await asyncio.to_thread(self.jobs.delete_dataset, current_tenant(), request.dataset_id)
+        return pb.DeleteDatasetResponse(dataset_id=request.dataset_id, files_removed=removed)
+
     async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest, context) -> pb.CreateTrainingJobResponse:
         tenant = current_tenant()
         photos = [
@@ -403,6 +409,12 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest, context) -> pb.CancelTrainingJobResponse:
         record = await asyncio.to_thread(self.jobs.cancel_job, current_tenant(), request.job_id)
         return pb.CancelTrainingJobResponse(job=await self._job_to_pb(record))
+
+    async def DeleteTrainingJob(self, request: pb.DeleteTrainingJobRequest, context) -> pb.DeleteTrainingJobResponse:
+        record, removed = await asyncio.to_thread(self.jobs.delete_job, current_tenant(), request.job_id)
+        return pb.DeleteTrainingJobResponse(
+            job_id=record.job_id, files_removed=removed, events_removed=record.last_sequence
+        )
 
     async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest, context) -> AsyncIterator[Any]:
         if request.after_sequence < 0:

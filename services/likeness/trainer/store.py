@@ -24,11 +24,11 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from likeness.controlplane.database import Database, db_now
-from likeness.controlplane.schema import datasets, job_events, subject_models, training_jobs
-from likeness.errors import InvalidArgument, NotFound, ResourceExhausted
+from likeness.controlplane.schema import datasets, job_events, job_leases, subject_models, training_jobs
+from likeness.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from likeness.storage.layout import new_id
 from likeness.trainer.config import TrainingConfig
-from likeness.trainer.states import JobEventType, JobState, StopRequest
+from likeness.trainer.states import TERMINAL_STATES, JobEventType, JobState, StopRequest
 
 MAX_IDEMPOTENCY_KEY = 128
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
@@ -374,11 +374,49 @@ class JobStore:
         with self.database.transaction() as connection:
             connection.execute(sa.insert(datasets).values(**dataclasses.asdict(record)))
 
-    def delete_dataset(self, tenant: str, dataset_id: str) -> None:
+    def delete_dataset(self, tenant: str, dataset_id: str, *, unless_in_use: bool = False) -> None:
+        """Delete a dataset's row; with `unless_in_use`, FailedPrecondition while a queued or running job of the
+        tenant trains on it (checked in the same transaction, under the write lock on SQLite)."""
         with self.database.transaction() as connection:
+            if unless_in_use:
+                busy = connection.execute(
+                    sa.select(training_jobs.c.job_id)
+                    .where(
+                        training_jobs.c.tenant == tenant,
+                        training_jobs.c.dataset_id == dataset_id,
+                        training_jobs.c.state.not_in([state.value for state in TERMINAL_STATES]),
+                    )
+                    .limit(1)
+                    .with_for_update()
+                ).scalar_one_or_none()
+                if busy is not None:
+                    raise FailedPrecondition(
+                        f"dataset {dataset_id!r} is used by job {busy!r}, which has not ended; cancel it first"
+                    )
             connection.execute(
                 sa.delete(datasets).where(datasets.c.tenant == tenant, datasets.c.dataset_id == dataset_id)
             )
+
+    def delete_job(self, tenant: str, job_id: str) -> JobRecord:
+        """Delete an ended job's row with its events and leases (they cascade); NotFound for an unknown id,
+        FailedPrecondition while it is queued or running."""
+        with self.database.transaction() as connection:
+            row = connection.execute(
+                sa.select(training_jobs)
+                .where(training_jobs.c.tenant == tenant, training_jobs.c.job_id == job_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"training job {job_id!r} does not exist", field="job_id")
+            record = JobRecord.from_row(row)
+            if record.state not in TERMINAL_STATES:
+                raise FailedPrecondition(
+                    f"job {job_id!r} is {record.state.value}; cancel it (CancelTrainingJob) and delete it once it ended"
+                )
+            connection.execute(sa.delete(job_events).where(job_events.c.job_id == job_id))
+            connection.execute(sa.delete(job_leases).where(job_leases.c.job_id == job_id))
+            connection.execute(sa.delete(training_jobs).where(training_jobs.c.job_id == job_id))
+        return record
 
     def get_dataset(self, tenant: str, dataset_id: str) -> DatasetRecord | None:
         with self.database.transaction() as connection:

@@ -403,6 +403,36 @@ class CancelTrainingJobResponse(_message.Message):
     job: TrainingJob
     def __init__(self, job: _Optional[_Union[TrainingJob, _Mapping]] = ...) -> None: ...
 
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetResponse(_message.Message):
+    __slots__ = ("dataset_id", "files_removed")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    files_removed: int
+    def __init__(self, dataset_id: _Optional[str] = ..., files_removed: _Optional[int] = ...) -> None: ...
+
+class DeleteTrainingJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteTrainingJobResponse(_message.Message):
+    __slots__ = ("job_id", "files_removed", "events_removed")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    files_removed: int
+    events_removed: int
+    def __init__(self, job_id: _Optional[str] = ..., files_removed: _Optional[int] = ..., events_removed: _Optional[int] = ...) -> None: ...
+
 class WatchTrainingJobRequest(_message.Message):
     __slots__ = ("after_sequence", "job_id")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]

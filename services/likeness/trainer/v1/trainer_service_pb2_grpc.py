@@ -47,6 +47,11 @@ class TrainerServiceStub:
                 request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.GetDatasetRequest.SerializeToString,
                 response_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.GetDatasetResponse.FromString,
                 _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/likeness.trainer.v1.TrainerService/DeleteDataset',
+                request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
         self.CreateTrainingJob = channel.unary_unary(
                 '/likeness.trainer.v1.TrainerService/CreateTrainingJob',
                 request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CreateTrainingJobRequest.SerializeToString,
@@ -66,6 +71,11 @@ class TrainerServiceStub:
                 '/likeness.trainer.v1.TrainerService/CancelTrainingJob',
                 request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CancelTrainingJobRequest.SerializeToString,
                 response_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CancelTrainingJobResponse.FromString,
+                _registered_method=True)
+        self.DeleteTrainingJob = channel.unary_unary(
+                '/likeness.trainer.v1.TrainerService/DeleteTrainingJob',
+                request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobRequest.SerializeToString,
+                response_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobResponse.FromString,
                 _registered_method=True)
         self.WatchTrainingJob = channel.unary_stream(
                 '/likeness.trainer.v1.TrainerService/WatchTrainingJob',
@@ -90,6 +100,14 @@ class TrainerServiceServicer:
 
     def GetDataset(self, request, context):
         """Returns a prepared dataset with its per-photo report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Deletes a dataset with its photos, crops and report; FAILED_PRECONDITION while a queued or running job
+        trains on it. Deleting it again answers NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +141,14 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTrainingJob(self, request, context):
+        """Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
+        dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTrainingJob(self, request, context):
         """Streams a job's events from a sequence number on, then live events until the job ends.
         A client that reconnects with the last sequence it saw loses nothing.
@@ -144,6 +170,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.GetDatasetRequest.FromString,
                     response_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.GetDatasetResponse.SerializeToString,
             ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
             'CreateTrainingJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTrainingJob,
                     request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CreateTrainingJobRequest.FromString,
@@ -163,6 +194,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.CancelTrainingJob,
                     request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CancelTrainingJobRequest.FromString,
                     response_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CancelTrainingJobResponse.SerializeToString,
+            ),
+            'DeleteTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTrainingJob,
+                    request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobRequest.FromString,
+                    response_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobResponse.SerializeToString,
             ),
             'WatchTrainingJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTrainingJob,
@@ -227,6 +263,33 @@ class TrainerService:
             '/likeness.trainer.v1.TrainerService/GetDataset',
             likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.GetDatasetRequest.SerializeToString,
             likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.GetDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.trainer.v1.TrainerService/DeleteDataset',
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteDatasetRequest.SerializeToString,
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -335,6 +398,33 @@ class TrainerService:
             '/likeness.trainer.v1.TrainerService/CancelTrainingJob',
             likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CancelTrainingJobRequest.SerializeToString,
             likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.CancelTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.trainer.v1.TrainerService/DeleteTrainingJob',
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobRequest.SerializeToString,
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,9 @@ type TrainerServiceClient interface {
 	PrepareDataset(ctx context.Context, opts ...grpc.CallOption) (TrainerService_PrepareDatasetClient, error)
 	// Returns a prepared dataset with its per-photo report.
 	GetDataset(ctx context.Context, in *GetDatasetRequest, opts ...grpc.CallOption) (*GetDatasetResponse, error)
+	// Deletes a dataset with its photos, crops and report; FAILED_PRECONDITION while a queued or running job
+	// trains on it. Deleting it again answers NOT_FOUND.
+	DeleteDataset(ctx context.Context, in *DeleteDatasetRequest, opts ...grpc.CallOption) (*DeleteDatasetResponse, error)
 	// Queues a training job. The same idempotency key returns the same job instead of queueing a second one.
 	CreateTrainingJob(ctx context.Context, in *CreateTrainingJobRequest, opts ...grpc.CallOption) (*CreateTrainingJobResponse, error)
 	// Returns one training job.
@@ -30,6 +33,9 @@ type TrainerServiceClient interface {
 	ListTrainingJobs(ctx context.Context, in *ListTrainingJobsRequest, opts ...grpc.CallOption) (*ListTrainingJobsResponse, error)
 	// Cancels a queued or running job; a running job stops within one training step.
 	CancelTrainingJob(ctx context.Context, in *CancelTrainingJobRequest, opts ...grpc.CallOption) (*CancelTrainingJobResponse, error)
+	// Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
+	// dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
+	DeleteTrainingJob(ctx context.Context, in *DeleteTrainingJobRequest, opts ...grpc.CallOption) (*DeleteTrainingJobResponse, error)
 	// Streams a job's events from a sequence number on, then live events until the job ends.
 	// A client that reconnects with the last sequence it saw loses nothing.
 	WatchTrainingJob(ctx context.Context, in *WatchTrainingJobRequest, opts ...grpc.CallOption) (TrainerService_WatchTrainingJobClient, error)
@@ -86,6 +92,15 @@ func (c *trainerServiceClient) GetDataset(ctx context.Context, in *GetDatasetReq
 	return out, nil
 }
 
+func (c *trainerServiceClient) DeleteDataset(ctx context.Context, in *DeleteDatasetRequest, opts ...grpc.CallOption) (*DeleteDatasetResponse, error) {
+	out := new(DeleteDatasetResponse)
+	err := c.cc.Invoke(ctx, "/likeness.trainer.v1.TrainerService/DeleteDataset", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *trainerServiceClient) CreateTrainingJob(ctx context.Context, in *CreateTrainingJobRequest, opts ...grpc.CallOption) (*CreateTrainingJobResponse, error) {
 	out := new(CreateTrainingJobResponse)
 	err := c.cc.Invoke(ctx, "/likeness.trainer.v1.TrainerService/CreateTrainingJob", in, out, opts...)
@@ -116,6 +131,15 @@ func (c *trainerServiceClient) ListTrainingJobs(ctx context.Context, in *ListTra
 func (c *trainerServiceClient) CancelTrainingJob(ctx context.Context, in *CancelTrainingJobRequest, opts ...grpc.CallOption) (*CancelTrainingJobResponse, error) {
 	out := new(CancelTrainingJobResponse)
 	err := c.cc.Invoke(ctx, "/likeness.trainer.v1.TrainerService/CancelTrainingJob", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trainerServiceClient) DeleteTrainingJob(ctx context.Context, in *DeleteTrainingJobRequest, opts ...grpc.CallOption) (*DeleteTrainingJobResponse, error) {
+	out := new(DeleteTrainingJobResponse)
+	err := c.cc.Invoke(ctx, "/likeness.trainer.v1.TrainerService/DeleteTrainingJob", in, out, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +187,9 @@ type TrainerServiceServer interface {
 	PrepareDataset(TrainerService_PrepareDatasetServer) error
 	// Returns a prepared dataset with its per-photo report.
 	GetDataset(context.Context, *GetDatasetRequest) (*GetDatasetResponse, error)
+	// Deletes a dataset with its photos, crops and report; FAILED_PRECONDITION while a queued or running job
+	// trains on it. Deleting it again answers NOT_FOUND.
+	DeleteDataset(context.Context, *DeleteDatasetRequest) (*DeleteDatasetResponse, error)
 	// Queues a training job. The same idempotency key returns the same job instead of queueing a second one.
 	CreateTrainingJob(context.Context, *CreateTrainingJobRequest) (*CreateTrainingJobResponse, error)
 	// Returns one training job.
@@ -171,6 +198,9 @@ type TrainerServiceServer interface {
 	ListTrainingJobs(context.Context, *ListTrainingJobsRequest) (*ListTrainingJobsResponse, error)
 	// Cancels a queued or running job; a running job stops within one training step.
 	CancelTrainingJob(context.Context, *CancelTrainingJobRequest) (*CancelTrainingJobResponse, error)
+	// Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
+	// dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
+	DeleteTrainingJob(context.Context, *DeleteTrainingJobRequest) (*DeleteTrainingJobResponse, error)
 	// Streams a job's events from a sequence number on, then live events until the job ends.
 	// A client that reconnects with the last sequence it saw loses nothing.
 	WatchTrainingJob(*WatchTrainingJobRequest, TrainerService_WatchTrainingJobServer) error
@@ -187,6 +217,9 @@ func (UnimplementedTrainerServiceServer) PrepareDataset(TrainerService_PrepareDa
 func (UnimplementedTrainerServiceServer) GetDataset(context.Context, *GetDatasetRequest) (*GetDatasetResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetDataset not implemented")
 }
+func (UnimplementedTrainerServiceServer) DeleteDataset(context.Context, *DeleteDatasetRequest) (*DeleteDatasetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteDataset not implemented")
+}
 func (UnimplementedTrainerServiceServer) CreateTrainingJob(context.Context, *CreateTrainingJobRequest) (*CreateTrainingJobResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateTrainingJob not implemented")
 }
@@ -198,6 +231,9 @@ func (UnimplementedTrainerServiceServer) ListTrainingJobs(context.Context, *List
 }
 func (UnimplementedTrainerServiceServer) CancelTrainingJob(context.Context, *CancelTrainingJobRequest) (*CancelTrainingJobResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelTrainingJob not implemented")
+}
+func (UnimplementedTrainerServiceServer) DeleteTrainingJob(context.Context, *DeleteTrainingJobRequest) (*DeleteTrainingJobResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteTrainingJob not implemented")
 }
 func (UnimplementedTrainerServiceServer) WatchTrainingJob(*WatchTrainingJobRequest, TrainerService_WatchTrainingJobServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchTrainingJob not implemented")
@@ -255,6 +291,24 @@ func _TrainerService_GetDataset_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(TrainerServiceServer).GetDataset(ctx, req.(*GetDatasetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TrainerService_DeleteDataset_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteDatasetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrainerServiceServer).DeleteDataset(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/likeness.trainer.v1.TrainerService/DeleteDataset",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrainerServiceServer).DeleteDataset(ctx, req.(*DeleteDatasetRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -331,6 +385,24 @@ func _TrainerService_CancelTrainingJob_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TrainerService_DeleteTrainingJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteTrainingJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrainerServiceServer).DeleteTrainingJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/likeness.trainer.v1.TrainerService/DeleteTrainingJob",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrainerServiceServer).DeleteTrainingJob(ctx, req.(*DeleteTrainingJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TrainerService_WatchTrainingJob_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchTrainingJobRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -361,6 +433,10 @@ var _TrainerService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _TrainerService_GetDataset_Handler,
 		},
 		{
+			MethodName: "DeleteDataset",
+			Handler:    _TrainerService_DeleteDataset_Handler,
+		},
+		{
 			MethodName: "CreateTrainingJob",
 			Handler:    _TrainerService_CreateTrainingJob_Handler,
 		},
@@ -375,6 +451,10 @@ var _TrainerService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelTrainingJob",
 			Handler:    _TrainerService_CancelTrainingJob_Handler,
+		},
+		{
+			MethodName: "DeleteTrainingJob",
+			Handler:    _TrainerService_DeleteTrainingJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -613,6 +613,36 @@ export interface CancelTrainingJobResponse {
   job?: TrainingJob | undefined;
 }
 
+/** Deletes a dataset. */
+export interface DeleteDatasetRequest {
+  /** The dataset's id. */
+  datasetId: string;
+}
+
+/** What was deleted. */
+export interface DeleteDatasetResponse {
+  /** The deleted dataset's id. */
+  datasetId: string;
+  /** Files removed from shared storage. */
+  filesRemoved: number;
+}
+
+/** Deletes a training job. */
+export interface DeleteTrainingJobRequest {
+  /** The job's id. */
+  jobId: string;
+}
+
+/** What was deleted. */
+export interface DeleteTrainingJobResponse {
+  /** The deleted job's id. */
+  jobId: string;
+  /** Files removed from shared storage (checkpoints, validation images, logs). */
+  filesRemoved: number;
+  /** Events removed from the control-plane database. */
+  eventsRemoved: bigint;
+}
+
 /** Watches a job. */
 export interface WatchTrainingJobRequest {
   /** Replay events with a sequence number above this one; 0 replays everything. */
@@ -4575,6 +4605,363 @@ export const CancelTrainingJobResponse: MessageFns<CancelTrainingJobResponse> = 
   },
 };
 
+function createBaseDeleteDatasetRequest(): DeleteDatasetRequest {
+  return { datasetId: "" };
+}
+
+export const DeleteDatasetRequest: MessageFns<DeleteDatasetRequest> = {
+  encode(message: DeleteDatasetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.datasetId !== "") {
+      writer.uint32(10).string(message.datasetId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteDatasetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteDatasetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.datasetId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteDatasetRequest {
+    return {
+      datasetId: isSet(object.datasetId)
+        ? globalThis.String(object.datasetId)
+        : isSet(object.dataset_id)
+        ? globalThis.String(object.dataset_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteDatasetRequest): unknown {
+    const obj: any = {};
+    if (message.datasetId !== "") {
+      obj.datasetId = message.datasetId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteDatasetRequest>, I>>(base?: I): DeleteDatasetRequest {
+    return DeleteDatasetRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteDatasetRequest>, I>>(object: I): DeleteDatasetRequest {
+    const message = createBaseDeleteDatasetRequest();
+    message.datasetId = object.datasetId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteDatasetResponse(): DeleteDatasetResponse {
+  return { datasetId: "", filesRemoved: 0 };
+}
+
+export const DeleteDatasetResponse: MessageFns<DeleteDatasetResponse> = {
+  encode(message: DeleteDatasetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.datasetId !== "") {
+      writer.uint32(10).string(message.datasetId);
+    }
+    if (message.filesRemoved !== 0) {
+      writer.uint32(16).int32(message.filesRemoved);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteDatasetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteDatasetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.datasetId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.filesRemoved = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteDatasetResponse {
+    return {
+      datasetId: isSet(object.datasetId)
+        ? globalThis.String(object.datasetId)
+        : isSet(object.dataset_id)
+        ? globalThis.String(object.dataset_id)
+        : "",
+      filesRemoved: isSet(object.filesRemoved)
+        ? globalThis.Number(object.filesRemoved)
+        : isSet(object.files_removed)
+        ? globalThis.Number(object.files_removed)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeleteDatasetResponse): unknown {
+    const obj: any = {};
+    if (message.datasetId !== "") {
+      obj.datasetId = message.datasetId;
+    }
+    if (message.filesRemoved !== 0) {
+      obj.filesRemoved = Math.round(message.filesRemoved);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteDatasetResponse>, I>>(base?: I): DeleteDatasetResponse {
+    return DeleteDatasetResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteDatasetResponse>, I>>(object: I): DeleteDatasetResponse {
+    const message = createBaseDeleteDatasetResponse();
+    message.datasetId = object.datasetId ?? "";
+    message.filesRemoved = object.filesRemoved ?? 0;
+    return message;
+  },
+};
+
+function createBaseDeleteTrainingJobRequest(): DeleteTrainingJobRequest {
+  return { jobId: "" };
+}
+
+export const DeleteTrainingJobRequest: MessageFns<DeleteTrainingJobRequest> = {
+  encode(message: DeleteTrainingJobRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteTrainingJobRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteTrainingJobRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteTrainingJobRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteTrainingJobRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteTrainingJobRequest>, I>>(base?: I): DeleteTrainingJobRequest {
+    return DeleteTrainingJobRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteTrainingJobRequest>, I>>(object: I): DeleteTrainingJobRequest {
+    const message = createBaseDeleteTrainingJobRequest();
+    message.jobId = object.jobId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteTrainingJobResponse(): DeleteTrainingJobResponse {
+  return { jobId: "", filesRemoved: 0, eventsRemoved: 0n };
+}
+
+export const DeleteTrainingJobResponse: MessageFns<DeleteTrainingJobResponse> = {
+  encode(message: DeleteTrainingJobResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.filesRemoved !== 0) {
+      writer.uint32(16).int32(message.filesRemoved);
+    }
+    if (message.eventsRemoved !== 0n) {
+      if (BigInt.asIntN(64, message.eventsRemoved) !== message.eventsRemoved) {
+        throw new globalThis.Error("value provided for field message.eventsRemoved of type int64 too large");
+      }
+      writer.uint32(24).int64(message.eventsRemoved);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteTrainingJobResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteTrainingJobResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.filesRemoved = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.eventsRemoved = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteTrainingJobResponse {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      filesRemoved: isSet(object.filesRemoved)
+        ? globalThis.Number(object.filesRemoved)
+        : isSet(object.files_removed)
+        ? globalThis.Number(object.files_removed)
+        : 0,
+      eventsRemoved: isSet(object.eventsRemoved)
+        ? BigInt(object.eventsRemoved)
+        : isSet(object.events_removed)
+        ? BigInt(object.events_removed)
+        : 0n,
+    };
+  },
+
+  toJSON(message: DeleteTrainingJobResponse): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.filesRemoved !== 0) {
+      obj.filesRemoved = Math.round(message.filesRemoved);
+    }
+    if (message.eventsRemoved !== 0n) {
+      obj.eventsRemoved = message.eventsRemoved.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteTrainingJobResponse>, I>>(base?: I): DeleteTrainingJobResponse {
+    return DeleteTrainingJobResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteTrainingJobResponse>, I>>(object: I): DeleteTrainingJobResponse {
+    const message = createBaseDeleteTrainingJobResponse();
+    message.jobId = object.jobId ?? "";
+    message.filesRemoved = object.filesRemoved ?? 0;
+    message.eventsRemoved = (object.eventsRemoved !== undefined && object.eventsRemoved !== null)
+      ? BigInt(object.eventsRemoved)
+      : 0n;
+    return message;
+  },
+};
+
 function createBaseWatchTrainingJobRequest(): WatchTrainingJobRequest {
   return { afterSequence: 0n, jobId: "" };
 }
@@ -5260,6 +5647,20 @@ export const TrainerServiceService = {
     responseSerialize: (value: GetDatasetResponse): Buffer => Buffer.from(GetDatasetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetDatasetResponse => GetDatasetResponse.decode(value),
   },
+  /**
+   * Deletes a dataset with its photos, crops and report; FAILED_PRECONDITION while a queued or running job
+   * trains on it. Deleting it again answers NOT_FOUND.
+   */
+  deleteDataset: {
+    path: "/likeness.trainer.v1.TrainerService/DeleteDataset" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteDatasetRequest): Buffer => Buffer.from(DeleteDatasetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteDatasetRequest => DeleteDatasetRequest.decode(value),
+    responseSerialize: (value: DeleteDatasetResponse): Buffer =>
+      Buffer.from(DeleteDatasetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteDatasetResponse => DeleteDatasetResponse.decode(value),
+  },
   /** Queues a training job. The same idempotency key returns the same job instead of queueing a second one. */
   createTrainingJob: {
     path: "/likeness.trainer.v1.TrainerService/CreateTrainingJob" as const,
@@ -5309,6 +5710,21 @@ export const TrainerServiceService = {
     responseDeserialize: (value: Buffer): CancelTrainingJobResponse => CancelTrainingJobResponse.decode(value),
   },
   /**
+   * Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
+   * dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
+   */
+  deleteTrainingJob: {
+    path: "/likeness.trainer.v1.TrainerService/DeleteTrainingJob" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteTrainingJobRequest): Buffer =>
+      Buffer.from(DeleteTrainingJobRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteTrainingJobRequest => DeleteTrainingJobRequest.decode(value),
+    responseSerialize: (value: DeleteTrainingJobResponse): Buffer =>
+      Buffer.from(DeleteTrainingJobResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteTrainingJobResponse => DeleteTrainingJobResponse.decode(value),
+  },
+  /**
    * Streams a job's events from a sequence number on, then live events until the job ends.
    * A client that reconnects with the last sequence it saw loses nothing.
    */
@@ -5333,6 +5749,11 @@ export interface TrainerServiceServer extends UntypedServiceImplementation {
   prepareDataset: handleClientStreamingCall<PrepareDatasetRequest, PrepareDatasetResponse>;
   /** Returns a prepared dataset with its per-photo report. */
   getDataset: handleUnaryCall<GetDatasetRequest, GetDatasetResponse>;
+  /**
+   * Deletes a dataset with its photos, crops and report; FAILED_PRECONDITION while a queued or running job
+   * trains on it. Deleting it again answers NOT_FOUND.
+   */
+  deleteDataset: handleUnaryCall<DeleteDatasetRequest, DeleteDatasetResponse>;
   /** Queues a training job. The same idempotency key returns the same job instead of queueing a second one. */
   createTrainingJob: handleUnaryCall<CreateTrainingJobRequest, CreateTrainingJobResponse>;
   /** Returns one training job. */
@@ -5341,6 +5762,11 @@ export interface TrainerServiceServer extends UntypedServiceImplementation {
   listTrainingJobs: handleUnaryCall<ListTrainingJobsRequest, ListTrainingJobsResponse>;
   /** Cancels a queued or running job; a running job stops within one training step. */
   cancelTrainingJob: handleUnaryCall<CancelTrainingJobRequest, CancelTrainingJobResponse>;
+  /**
+   * Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
+   * dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
+   */
+  deleteTrainingJob: handleUnaryCall<DeleteTrainingJobRequest, DeleteTrainingJobResponse>;
   /**
    * Streams a job's events from a sequence number on, then live events until the job ends.
    * A client that reconnects with the last sequence it saw loses nothing.
@@ -5385,6 +5811,25 @@ export interface TrainerServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetDatasetResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Deletes a dataset with its photos, crops and report; FAILED_PRECONDITION while a queued or running job
+   * trains on it. Deleting it again answers NOT_FOUND.
+   */
+  deleteDataset(
+    request: DeleteDatasetRequest,
+    callback: (error: ServiceError | null, response: DeleteDatasetResponse) => void,
+  ): ClientUnaryCall;
+  deleteDataset(
+    request: DeleteDatasetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteDatasetResponse) => void,
+  ): ClientUnaryCall;
+  deleteDataset(
+    request: DeleteDatasetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteDatasetResponse) => void,
+  ): ClientUnaryCall;
   /** Queues a training job. The same idempotency key returns the same job instead of queueing a second one. */
   createTrainingJob(
     request: CreateTrainingJobRequest,
@@ -5448,6 +5893,25 @@ export interface TrainerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelTrainingJobResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
+   * dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
+   */
+  deleteTrainingJob(
+    request: DeleteTrainingJobRequest,
+    callback: (error: ServiceError | null, response: DeleteTrainingJobResponse) => void,
+  ): ClientUnaryCall;
+  deleteTrainingJob(
+    request: DeleteTrainingJobRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteTrainingJobResponse) => void,
+  ): ClientUnaryCall;
+  deleteTrainingJob(
+    request: DeleteTrainingJobRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteTrainingJobResponse) => void,
   ): ClientUnaryCall;
   /**
    * Streams a job's events from a sequence number on, then live events until the job ends.
