@@ -616,6 +616,10 @@ class LikenessClient:
         """Deletes an ended job with its events and files; FailedPrecondition while it runs (cancel it first)."""
         return self._unary(self.trainer.DeleteTrainingJob, trainer_pb.DeleteTrainingJobRequest(job_id=job_id))
 
+    def delete_subject_model(self, model_id: str) -> inference_pb.DeleteSubjectModelResponse:
+        """Deletes a subject model with its files, its gallery entries and every replica's cached copy."""
+        return self._unary(self.inference.DeleteSubjectModel, inference_pb.DeleteSubjectModelRequest(model_id=model_id))
+
     def get_prompt(self, prompt_id: str) -> gallery_pb.PromptRecord:
         """Returns one prompt record."""
         return self._unary(self.gallery.GetPrompt, gallery_pb.GetPromptRequest(prompt_id=prompt_id)).prompt

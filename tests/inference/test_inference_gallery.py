@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -73,3 +74,41 @@ def test_not_recorded_unless_asked_and_bad_tags_fail_before_generating(server) -
     with pytest.raises(grpc.RpcError) as caught:
         read_stream(server.stub.GenerateImages(request("", remix_prompt_id="pr-missing")))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_delete_subject_model_removes_files_gallery_entries_and_cached_copies(server) -> None:
+    doomed = publish_lora_subject(server.storage, seed=3, identifier="zwx", class_noun="cat").model_id
+    kept = publish_lora_subject(server.storage, seed=4, identifier="qrt", class_noun="cat").model_id
+    first = read_stream(
+        server.stub.GenerateImages(
+            request("a {subject} on a sofa", subject=doomed, record_in_gallery=True), timeout=120
+        )
+    )
+    assert first.images
+    repository = server.component.engine.repository
+    assert doomed in {s.model_id for s in repository.list_subjects("default", loaded_only=True)}
+
+    deleted = server.stub.DeleteSubjectModel(pb.DeleteSubjectModelRequest(model_id=doomed), timeout=60)
+    assert deleted.model_id == doomed and deleted.files_removed > 2 and deleted.gallery_entries_removed == 1
+    assert not (Path(server.storage.root) / "tenants" / "default" / "models" / doomed).exists()
+    assert doomed not in {s.model_id for s in repository.list_subjects("default")}
+    assert server.gallery.search("default", "", filters=SearchFilters(subject_model_id=doomed)).results == []
+    for call in (
+        lambda: server.stub.GetSubjectModel(pb.GetSubjectModelRequest(model_id=doomed), timeout=30),
+        lambda: server.stub.DeleteSubjectModel(pb.DeleteSubjectModelRequest(model_id=doomed), timeout=30),
+        lambda: read_stream(server.stub.GenerateImages(request("a {subject}", subject=doomed), timeout=60)),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    # Another subject of the same tenant is untouched.
+    assert read_stream(server.stub.GenerateImages(request("a {subject}", subject=kept), timeout=120)).images
+
+
+def test_a_replica_forgets_a_subject_deleted_elsewhere_at_its_next_sweep(server) -> None:
+    subject = publish_lora_subject(server.storage, seed=5, identifier="vbn", class_noun="toy").model_id
+    assert read_stream(server.stub.GenerateImages(request("a {subject}", subject=subject), timeout=120)).images
+    repository = server.component.engine.repository
+    server.storage.delete_prefix(f"tenants/default/models/{subject}")  # as another replica's delete does
+    assert repository.sweep_deleted() == [("default", subject)]
+    assert subject not in {s.model_id for s in repository.list_subjects("default", loaded_only=True)}

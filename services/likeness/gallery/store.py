@@ -118,10 +118,11 @@ class SearchFilters:
 
 
 class DeleteOutcome(NamedTuple):
-    """A deleted entry and how many of its files left shared storage."""
+    """A deletion: the id it was asked for, how many files left shared storage, how many entries went."""
 
     prompt_id: str
     files_removed: int
+    entries: int = 1
 
 
 class RecordOutcome(NamedTuple):
@@ -504,6 +505,26 @@ class PromptStore:
                 self.storage.delete(key, missing_ok=True)
                 removed += 1
         return DeleteOutcome(prompt_id, removed)
+
+    def delete_by_subject(self, tenant: str, subject_model_id: str) -> DeleteOutcome:
+        """Delete every entry of the tenant recorded with a subject model (its images show that subject), with
+        their files; returns how many entries went (`prompt_id` is the subject model's id)."""
+        validate_tenant(tenant)
+        condition = sa.and_(
+            gallery_prompts.c.tenant == tenant, gallery_prompts.c.subject_model_id == subject_model_id
+        )  # ix_gallery_subject
+        with self.database.transaction() as connection:
+            rows = connection.execute(
+                sa.select(gallery_prompts.c.image_key, gallery_prompts.c.thumbnail_key).where(condition)
+            ).all()
+            connection.execute(gallery_prompts.delete().where(condition))
+        removed = 0
+        for row in rows:
+            for key in (row.image_key, row.thumbnail_key):
+                if key:
+                    self.storage.delete(key, missing_ok=True)
+                    removed += 1
+        return DeleteOutcome(subject_model_id, removed, entries=len(rows))
 
     def _is_seed(self, prompt_id: str) -> bool:
         with self.database.read() as connection:

@@ -42,6 +42,10 @@ class GalleryLink:
                 self._store = PromptStore(database, self._storage())
             return self._store
 
+    def database(self) -> Database:
+        """The control-plane database (opened with the store)."""
+        return self.store().database
+
     def close(self) -> None:
         with self._lock:
             if self._store is not None:

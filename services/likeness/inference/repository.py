@@ -626,6 +626,39 @@ class ModelRepository:
             metrics.CACHE_EVICTIONS.inc()
         return self.subject_status(tenant, model_id, read_storage=False)
 
+    def forget_subject(self, tenant: str, model_id: str) -> bool:
+        """Drop every trace of a deleted subject from this replica: its manifest, its cache entry and (once no
+        batch pins it: a batch in flight finishes) its weights in memory. Returns whether anything was held."""
+        key = (tenant, model_id)
+        with self._lock:
+            self._manifest_failures.pop(key, None)
+            entry = self._subjects.pop(key, None)
+            if entry is None:
+                return False
+            self._lru.pop(key, None)
+            entry.doomed = True
+            free_now = entry.state == LOADED and entry.pins == 0
+        if free_now:
+            self._free(entry)
+            with self._lock:
+                self.stats.evictions += 1
+            metrics.CACHE_EVICTIONS.inc()
+        self.storage.forget_local(model_prefix(tenant, model_id))
+        return True
+
+    def sweep_deleted(self) -> list[tuple[str, str]]:
+        """Forget the subjects whose manifest left storage (deleted through another replica); returns them.
+
+        Servers run this every `subject_sweep_seconds`, the bound on how long a deleted subject stays usable on
+        a replica that did not delete it. One existence check per subject this replica knows."""
+        with self._lock:
+            known = [key for key, entry in self._subjects.items() if entry.manifest is not None]
+        gone = [key for key in known if not self.storage.exists(model_manifest_key(*key))]
+        for tenant, model_id in gone:
+            self.forget_subject(tenant, model_id)
+            log.info("deleted subject forgotten", extra={"tenant": tenant, "model_id": model_id})
+        return gone
+
     # ---- switching ---------------------------------------------------------------------------------------
 
     def activate(self, base: BaseModel, entry: SubjectEntry | None, lora_scale: float) -> DiffusionPipeline:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import warnings
 
 import grpc
 
+from likeness.inference.deletion import sweep_subjects
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.repository import ModelRepository
@@ -69,6 +71,8 @@ class InferenceComponent:
         self._subject_cache_bytes = subject_cache_bytes or settings.subject_cache_mb * 1024 * 1024
         self.chunk_bytes = chunk_bytes or chunk_bytes_for(settings)
         self.engine: InferenceEngine | None = None
+        self._stop_sweeping = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self.gallery = GalleryLink(
             settings.resolved_database_url,
             self._open_storage,
@@ -87,6 +91,14 @@ class InferenceComponent:
     async def start(self) -> None:
         self.engine = await asyncio.to_thread(self._build)
         self.engine.start()
+        # Subjects deleted through another replica leave this one within subject_sweep_seconds.
+        self._sweeper = threading.Thread(
+            target=sweep_subjects,
+            args=(self.engine.repository, self._stop_sweeping, self.settings.subject_sweep_seconds),
+            name="likeness-subject-sweep",
+            daemon=True,
+        )
+        self._sweeper.start()
 
     def _build(self) -> InferenceEngine:
         _quiet_library_logs()
@@ -117,6 +129,7 @@ class InferenceComponent:
         return engine
 
     async def stop(self, grace_seconds: float) -> None:
+        self._stop_sweeping.set()
         if self.engine is not None:
             await asyncio.to_thread(self.engine.stop, grace_seconds)
         await asyncio.to_thread(self.gallery.close)

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from likeness.api.chunks import iter_chunk_fields
 from likeness.errors import FailedPrecondition, InvalidArgument, LikenessError, Unavailable
+from likeness.inference.deletion import delete_subject_model
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.jobs import (
@@ -252,6 +253,23 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         model_id = _required_id(request.model_id)
         status = await asyncio.to_thread(self._engine().repository.unload_subject, tenant, model_id)
         return pb.UnloadSubjectModelResponse(model=subject_status_proto(status, tenant))
+
+    async def DeleteSubjectModel(
+        self, request: pb.DeleteSubjectModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteSubjectModelResponse:
+        tenant = current_tenant()
+        model_id = _required_id(request.model_id)
+        if self._gallery is None:
+            raise FailedPrecondition("this server has no control-plane database to delete subject models from")
+        repository = self._engine().repository
+        deleted = await asyncio.to_thread(
+            delete_subject_model, repository, repository.storage, self._gallery, tenant, model_id
+        )
+        return pb.DeleteSubjectModelResponse(
+            model_id=deleted.model_id,
+            files_removed=deleted.files_removed,
+            gallery_entries_removed=deleted.gallery_entries_removed,
+        )
 
     async def GetServerStatus(
         self, request: pb.GetServerStatusRequest, context: grpc.aio.ServicerContext

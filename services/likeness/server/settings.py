@@ -92,6 +92,10 @@ class Settings:
     subject_cache_mb: int = field(default=2048, metadata={"help": "memory budget of loaded subject models, MiB"})
     batch_window_ms: int = field(default=20, metadata={"help": "how long to wait to batch similar requests"})
     max_batch_images: int = field(default=8, metadata={"help": "most images denoised together in one batch"})
+    subject_sweep_seconds: float = field(
+        default=10.0,
+        metadata={"help": "how often inference checks that its cached subject models still exist (deletion bound)"},
+    )
     preload_base_models: str = field(
         default="", metadata={"help": "comma-separated base model ids to load at start ('*' for all)"}
     )
@@ -260,6 +264,8 @@ def validate(settings: Settings) -> None:
         )
     if settings.auth not in {"none", "api-key"}:
         raise InvalidArgument(f"must be none or api-key, got {settings.auth!r}", field="auth")
+    if settings.subject_sweep_seconds <= 0:
+        raise InvalidArgument("must be positive", field="subject_sweep_seconds")
     if settings.auth_cache_seconds < 0:
         raise InvalidArgument("must not be negative", field="auth_cache_seconds")
     if settings.role not in {"all", "api", "worker"}:

@@ -219,6 +219,10 @@ class Storage(abc.ABC):
         reuses it while the remote marker is byte-for-byte unchanged. NotFound if the folder is not published.
         """
 
+    def forget_local(self, prefix: str) -> None:  # noqa: B027 - a no-op by design where nothing is copied
+        """Remove any local copy `materialize` made of `prefix` (after the folder was deleted). Local storage
+        makes none."""
+
     # ---- behaviour built on the primitives ---------------------------------------------------------------
 
     def read_many(self, keys: Iterable[str]) -> dict[str, bytes]:

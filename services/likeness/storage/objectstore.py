@@ -328,6 +328,10 @@ class FsspecStorage(Storage):
             shutil.rmtree(trash, ignore_errors=True)
         return cached
 
+    def forget_local(self, prefix: str) -> None:
+        """Delete the cached download of `prefix`, if any."""
+        shutil.rmtree(self.cache_path(prefix), ignore_errors=True)
+
     def cache_path(self, prefix: str) -> Path:
         """Where `materialize` keeps `prefix`: readable last segment plus a hash of the full location."""
         prefix = validate_prefix(prefix, allow_root=False)

@@ -224,3 +224,19 @@ class GetServerStatusResponse(_message.Message):
     queue_capacity: int
     device: str
     def __init__(self, base_models: _Optional[_Iterable[_Union[BaseModelStatus, _Mapping]]] = ..., loaded_subjects: _Optional[_Iterable[_Union[SubjectModelStatus, _Mapping]]] = ..., subject_cache_budget_bytes: _Optional[int] = ..., subject_cache_used_bytes: _Optional[int] = ..., queue_depth: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+
+class DeleteSubjectModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSubjectModelResponse(_message.Message):
+    __slots__ = ("model_id", "files_removed", "gallery_entries_removed")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_ENTRIES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    files_removed: int
+    gallery_entries_removed: int
+    def __init__(self, model_id: _Optional[str] = ..., files_removed: _Optional[int] = ..., gallery_entries_removed: _Optional[int] = ...) -> None: ...

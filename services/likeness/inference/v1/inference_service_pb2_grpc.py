@@ -61,6 +61,11 @@ class InferenceServiceStub:
                 request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.UnloadSubjectModelRequest.SerializeToString,
                 response_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.UnloadSubjectModelResponse.FromString,
                 _registered_method=True)
+        self.DeleteSubjectModel = channel.unary_unary(
+                '/likeness.inference.v1.InferenceService/DeleteSubjectModel',
+                request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelRequest.SerializeToString,
+                response_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelResponse.FromString,
+                _registered_method=True)
         self.GetServerStatus = channel.unary_unary(
                 '/likeness.inference.v1.InferenceService/GetServerStatus',
                 request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.GetServerStatusRequest.SerializeToString,
@@ -109,6 +114,15 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSubjectModel(self, request, context):
+        """Deletes a subject model: its weights, exports and sample images, the gallery entries generated with it, and
+        every replica's cached copy (this one at once, the others within their subject sweep interval). A request
+        generating with it finishes first. Deleting it again answers NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerStatus(self, request, context):
         """Reports loaded models, memory and queue.
         """
@@ -143,6 +157,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.UnloadSubjectModel,
                     request_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.UnloadSubjectModelRequest.FromString,
                     response_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.UnloadSubjectModelResponse.SerializeToString,
+            ),
+            'DeleteSubjectModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubjectModel,
+                    request_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelRequest.FromString,
+                    response_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelResponse.SerializeToString,
             ),
             'GetServerStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerStatus,
@@ -287,6 +306,33 @@ class InferenceService:
             '/likeness.inference.v1.InferenceService/UnloadSubjectModel',
             likeness_dot_inference_dot_v1_dot_inference__service__pb2.UnloadSubjectModelRequest.SerializeToString,
             likeness_dot_inference_dot_v1_dot_inference__service__pb2.UnloadSubjectModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubjectModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.inference.v1.InferenceService/DeleteSubjectModel',
+            likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelRequest.SerializeToString,
+            likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,6 +28,10 @@ type InferenceServiceClient interface {
 	LoadSubjectModel(ctx context.Context, in *LoadSubjectModelRequest, opts ...grpc.CallOption) (*LoadSubjectModelResponse, error)
 	// Evicts a subject model from the cache.
 	UnloadSubjectModel(ctx context.Context, in *UnloadSubjectModelRequest, opts ...grpc.CallOption) (*UnloadSubjectModelResponse, error)
+	// Deletes a subject model: its weights, exports and sample images, the gallery entries generated with it, and
+	// every replica's cached copy (this one at once, the others within their subject sweep interval). A request
+	// generating with it finishes first. Deleting it again answers NOT_FOUND.
+	DeleteSubjectModel(ctx context.Context, in *DeleteSubjectModelRequest, opts ...grpc.CallOption) (*DeleteSubjectModelResponse, error)
 	// Reports loaded models, memory and queue.
 	GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*GetServerStatusResponse, error)
 }
@@ -108,6 +112,15 @@ func (c *inferenceServiceClient) UnloadSubjectModel(ctx context.Context, in *Unl
 	return out, nil
 }
 
+func (c *inferenceServiceClient) DeleteSubjectModel(ctx context.Context, in *DeleteSubjectModelRequest, opts ...grpc.CallOption) (*DeleteSubjectModelResponse, error) {
+	out := new(DeleteSubjectModelResponse)
+	err := c.cc.Invoke(ctx, "/likeness.inference.v1.InferenceService/DeleteSubjectModel", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *inferenceServiceClient) GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*GetServerStatusResponse, error) {
 	out := new(GetServerStatusResponse)
 	err := c.cc.Invoke(ctx, "/likeness.inference.v1.InferenceService/GetServerStatus", in, out, opts...)
@@ -132,6 +145,10 @@ type InferenceServiceServer interface {
 	LoadSubjectModel(context.Context, *LoadSubjectModelRequest) (*LoadSubjectModelResponse, error)
 	// Evicts a subject model from the cache.
 	UnloadSubjectModel(context.Context, *UnloadSubjectModelRequest) (*UnloadSubjectModelResponse, error)
+	// Deletes a subject model: its weights, exports and sample images, the gallery entries generated with it, and
+	// every replica's cached copy (this one at once, the others within their subject sweep interval). A request
+	// generating with it finishes first. Deleting it again answers NOT_FOUND.
+	DeleteSubjectModel(context.Context, *DeleteSubjectModelRequest) (*DeleteSubjectModelResponse, error)
 	// Reports loaded models, memory and queue.
 	GetServerStatus(context.Context, *GetServerStatusRequest) (*GetServerStatusResponse, error)
 	mustEmbedUnimplementedInferenceServiceServer()
@@ -155,6 +172,9 @@ func (UnimplementedInferenceServiceServer) LoadSubjectModel(context.Context, *Lo
 }
 func (UnimplementedInferenceServiceServer) UnloadSubjectModel(context.Context, *UnloadSubjectModelRequest) (*UnloadSubjectModelResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UnloadSubjectModel not implemented")
+}
+func (UnimplementedInferenceServiceServer) DeleteSubjectModel(context.Context, *DeleteSubjectModelRequest) (*DeleteSubjectModelResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteSubjectModel not implemented")
 }
 func (UnimplementedInferenceServiceServer) GetServerStatus(context.Context, *GetServerStatusRequest) (*GetServerStatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetServerStatus not implemented")
@@ -265,6 +285,24 @@ func _InferenceService_UnloadSubjectModel_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InferenceService_DeleteSubjectModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSubjectModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InferenceServiceServer).DeleteSubjectModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/likeness.inference.v1.InferenceService/DeleteSubjectModel",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InferenceServiceServer).DeleteSubjectModel(ctx, req.(*DeleteSubjectModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _InferenceService_GetServerStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetServerStatusRequest)
 	if err := dec(in); err != nil {
@@ -302,6 +340,10 @@ var _InferenceService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnloadSubjectModel",
 			Handler:    _InferenceService_UnloadSubjectModel_Handler,
+		},
+		{
+			MethodName: "DeleteSubjectModel",
+			Handler:    _InferenceService_DeleteSubjectModel_Handler,
 		},
 		{
 			MethodName: "GetServerStatus",

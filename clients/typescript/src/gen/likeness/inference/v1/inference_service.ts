@@ -314,6 +314,22 @@ export interface GetServerStatusResponse {
   device: string;
 }
 
+/** Deletes a subject model. */
+export interface DeleteSubjectModelRequest {
+  /** The subject model's id. */
+  modelId: string;
+}
+
+/** What was deleted. */
+export interface DeleteSubjectModelResponse {
+  /** The deleted subject model's id. */
+  modelId: string;
+  /** Files removed from shared storage (weights, exports, samples, gallery images). */
+  filesRemoved: number;
+  /** Gallery entries generated with the subject model, removed with it. */
+  galleryEntriesRemoved: number;
+}
+
 function createBaseGenerateImagesRequest(): GenerateImagesRequest {
   return {
     subjectModelId: "",
@@ -2606,6 +2622,192 @@ export const GetServerStatusResponse: MessageFns<GetServerStatusResponse> = {
   },
 };
 
+function createBaseDeleteSubjectModelRequest(): DeleteSubjectModelRequest {
+  return { modelId: "" };
+}
+
+export const DeleteSubjectModelRequest: MessageFns<DeleteSubjectModelRequest> = {
+  encode(message: DeleteSubjectModelRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.modelId !== "") {
+      writer.uint32(10).string(message.modelId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSubjectModelRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSubjectModelRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteSubjectModelRequest {
+    return {
+      modelId: isSet(object.modelId)
+        ? globalThis.String(object.modelId)
+        : isSet(object.model_id)
+        ? globalThis.String(object.model_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteSubjectModelRequest): unknown {
+    const obj: any = {};
+    if (message.modelId !== "") {
+      obj.modelId = message.modelId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteSubjectModelRequest>, I>>(base?: I): DeleteSubjectModelRequest {
+    return DeleteSubjectModelRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteSubjectModelRequest>, I>>(object: I): DeleteSubjectModelRequest {
+    const message = createBaseDeleteSubjectModelRequest();
+    message.modelId = object.modelId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteSubjectModelResponse(): DeleteSubjectModelResponse {
+  return { modelId: "", filesRemoved: 0, galleryEntriesRemoved: 0 };
+}
+
+export const DeleteSubjectModelResponse: MessageFns<DeleteSubjectModelResponse> = {
+  encode(message: DeleteSubjectModelResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.modelId !== "") {
+      writer.uint32(10).string(message.modelId);
+    }
+    if (message.filesRemoved !== 0) {
+      writer.uint32(16).int32(message.filesRemoved);
+    }
+    if (message.galleryEntriesRemoved !== 0) {
+      writer.uint32(24).int32(message.galleryEntriesRemoved);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSubjectModelResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSubjectModelResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.filesRemoved = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.galleryEntriesRemoved = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteSubjectModelResponse {
+    return {
+      modelId: isSet(object.modelId)
+        ? globalThis.String(object.modelId)
+        : isSet(object.model_id)
+        ? globalThis.String(object.model_id)
+        : "",
+      filesRemoved: isSet(object.filesRemoved)
+        ? globalThis.Number(object.filesRemoved)
+        : isSet(object.files_removed)
+        ? globalThis.Number(object.files_removed)
+        : 0,
+      galleryEntriesRemoved: isSet(object.galleryEntriesRemoved)
+        ? globalThis.Number(object.galleryEntriesRemoved)
+        : isSet(object.gallery_entries_removed)
+        ? globalThis.Number(object.gallery_entries_removed)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeleteSubjectModelResponse): unknown {
+    const obj: any = {};
+    if (message.modelId !== "") {
+      obj.modelId = message.modelId;
+    }
+    if (message.filesRemoved !== 0) {
+      obj.filesRemoved = Math.round(message.filesRemoved);
+    }
+    if (message.galleryEntriesRemoved !== 0) {
+      obj.galleryEntriesRemoved = Math.round(message.galleryEntriesRemoved);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteSubjectModelResponse>, I>>(base?: I): DeleteSubjectModelResponse {
+    return DeleteSubjectModelResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteSubjectModelResponse>, I>>(object: I): DeleteSubjectModelResponse {
+    const message = createBaseDeleteSubjectModelResponse();
+    message.modelId = object.modelId ?? "";
+    message.filesRemoved = object.filesRemoved ?? 0;
+    message.galleryEntriesRemoved = object.galleryEntriesRemoved ?? 0;
+    return message;
+  },
+};
+
 /**
  * InferenceService generates images of trained subjects. Base models stay loaded; subject models are hot-loaded
  * from shared storage on first use and kept in a memory-bounded LRU cache.
@@ -2675,6 +2877,22 @@ export const InferenceServiceService = {
       Buffer.from(UnloadSubjectModelResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UnloadSubjectModelResponse => UnloadSubjectModelResponse.decode(value),
   },
+  /**
+   * Deletes a subject model: its weights, exports and sample images, the gallery entries generated with it, and
+   * every replica's cached copy (this one at once, the others within their subject sweep interval). A request
+   * generating with it finishes first. Deleting it again answers NOT_FOUND.
+   */
+  deleteSubjectModel: {
+    path: "/likeness.inference.v1.InferenceService/DeleteSubjectModel" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteSubjectModelRequest): Buffer =>
+      Buffer.from(DeleteSubjectModelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteSubjectModelRequest => DeleteSubjectModelRequest.decode(value),
+    responseSerialize: (value: DeleteSubjectModelResponse): Buffer =>
+      Buffer.from(DeleteSubjectModelResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteSubjectModelResponse => DeleteSubjectModelResponse.decode(value),
+  },
   /** Reports loaded models, memory and queue. */
   getServerStatus: {
     path: "/likeness.inference.v1.InferenceService/GetServerStatus" as const,
@@ -2703,6 +2921,12 @@ export interface InferenceServiceServer extends UntypedServiceImplementation {
   loadSubjectModel: handleUnaryCall<LoadSubjectModelRequest, LoadSubjectModelResponse>;
   /** Evicts a subject model from the cache. */
   unloadSubjectModel: handleUnaryCall<UnloadSubjectModelRequest, UnloadSubjectModelResponse>;
+  /**
+   * Deletes a subject model: its weights, exports and sample images, the gallery entries generated with it, and
+   * every replica's cached copy (this one at once, the others within their subject sweep interval). A request
+   * generating with it finishes first. Deleting it again answers NOT_FOUND.
+   */
+  deleteSubjectModel: handleUnaryCall<DeleteSubjectModelRequest, DeleteSubjectModelResponse>;
   /** Reports loaded models, memory and queue. */
   getServerStatus: handleUnaryCall<GetServerStatusRequest, GetServerStatusResponse>;
 }
@@ -2784,6 +3008,26 @@ export interface InferenceServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UnloadSubjectModelResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes a subject model: its weights, exports and sample images, the gallery entries generated with it, and
+   * every replica's cached copy (this one at once, the others within their subject sweep interval). A request
+   * generating with it finishes first. Deleting it again answers NOT_FOUND.
+   */
+  deleteSubjectModel(
+    request: DeleteSubjectModelRequest,
+    callback: (error: ServiceError | null, response: DeleteSubjectModelResponse) => void,
+  ): ClientUnaryCall;
+  deleteSubjectModel(
+    request: DeleteSubjectModelRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteSubjectModelResponse) => void,
+  ): ClientUnaryCall;
+  deleteSubjectModel(
+    request: DeleteSubjectModelRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteSubjectModelResponse) => void,
   ): ClientUnaryCall;
   /** Reports loaded models, memory and queue. */
   getServerStatus(
