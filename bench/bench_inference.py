@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,7 +74,16 @@ def _request(subject: str, seed: int, steps: int = STEPS) -> pb.GenerateImagesRe
 class _ServiceProcess:
     """`likeness serve inference` in its own process, as deployed; `stub` calls it over loopback."""
 
-    def __init__(self, storage_dir: Path, cache_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        storage_dir: Path,
+        cache_dir: Path,
+        log_path: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -82,11 +92,14 @@ class _ServiceProcess:
             sys.executable, "-m", "likeness.cli.main", "serve", "inference", "--host", "127.0.0.1",
             "--port", str(port), "--metrics-port", "0", "--storage-url", str(storage_dir),
             "--cache-dir", str(cache_dir), "--base-models", f"{BASE}=builtin:sd15", "--default-base-model", BASE,
-            "--preload-base-models", BASE, "--log-level", "WARNING",
+            "--preload-base-models", BASE, "--log-level", "WARNING", *extra_args,
         ]  # fmt: skip
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = (
+            grpc.secure_channel(self.address, credentials) if credentials else grpc.insecure_channel(self.address)
+        )
+        self.metadata = tuple(metadata)
         self.stub = pb_grpc.InferenceServiceStub(self.channel)
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + 300
@@ -112,7 +125,9 @@ class _ServiceProcess:
 def _through_service(server: _ServiceProcess, request: pb.GenerateImagesRequest) -> float:
     started = time.perf_counter()
     images = sum(
-        1 for r in server.stub.GenerateImages(request) if r.WhichOneof("event") == "image_chunk" and r.image_chunk.last
+        1
+        for r in server.stub.GenerateImages(request, metadata=server.metadata)
+        if r.WhichOneof("event") == "image_chunk" and r.image_chunk.last
     )
     elapsed = time.perf_counter() - started
     if images != 1:
