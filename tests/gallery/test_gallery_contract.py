@@ -12,7 +12,7 @@ from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.gallery import store as store_module
-from likeness.gallery.planning import LexemeStatistics, count_matches
+from likeness.gallery.planning import TierPlanner, count_matches
 from likeness.gallery.query import MatchMode, SearchTerms
 from likeness.gallery.store import PromptDraft, PromptStore, Scope, SearchFilters
 
@@ -115,7 +115,7 @@ def test_paging_across_tiers_never_repeats_or_skips(store: PromptStore, monkeypa
     # Small tiers, so that a few hundred entries span many of them: the same code path as 1M entries. On
     # PostgreSQL both ways of finding a tier (walking the key, collecting from GIN) must give the same pages.
     monkeypatch.setattr(store_module, "TIER_SIZE", 16)
-    monkeypatch.setattr(LexemeStatistics, "walk_primary_key", lambda *args: walk)
+    monkeypatch.setattr(TierPlanner, "walk_primary_key", lambda *args: walk)
     drafts = [PromptDraft.validate(f"a mountain lake number {index}", params={"seed": index}) for index in range(230)]
     assert store.import_drafts("acme", drafts) == 230
     expected = {draft.prompt_id("acme") for draft in drafts}

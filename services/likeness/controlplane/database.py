@@ -16,6 +16,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -121,6 +122,14 @@ class Database:
         that is down raises `Unavailable`."""
         with self._mapped_errors(), self.engine.begin() as connection:
             yield connection
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT of this backend's dialect, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
+        if self.is_postgresql:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

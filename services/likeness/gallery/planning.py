@@ -1,4 +1,4 @@
-"""How a PostgreSQL search walks its tier: chosen from the lexeme frequencies in PostgreSQL's own statistics.
+"""How a PostgreSQL search walks its tier: chosen from the count of its matches in the GIN index.
 
 A tier is the TIER_SIZE newest matches of a query. PostgreSQL can find them two ways: walk the primary key
 backwards and test each row (cost grows with rows / frequency: cheap for common words), or collect every match
@@ -30,36 +30,27 @@ BITMAP_COST_PER_MATCH = 2.0
 
 
 @dataclass
-class LexemeStatistics:
-    """Cached per process, refreshed every REFRESH_SECONDS (ANALYZE, run by autovacuum, updates the source)."""
+class TierPlanner:
+    """Chooses the way to a tier. The table's row count (pg_class.reltuples, kept by ANALYZE) is cached per
+    process and refreshed every REFRESH_SECONDS; the match count is taken per search."""
 
-    frequencies: dict[str, float] = field(default_factory=dict)
-    floor: float = 0.0  # every lexeme not listed is rarer than this
     rows: float = 0.0
     loaded_at: float = -math.inf
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _refresh(self, connection: Connection) -> None:
-        row = connection.execute(
-            sa.text(
-                "SELECT s.most_common_elems::text::text[] AS elems, s.most_common_elem_freqs AS freqs, c.reltuples "
-                "FROM pg_class c LEFT JOIN pg_stats s ON s.tablename = c.relname AND s.attname = 'search_vector' "
-                "WHERE c.relname = 'gallery_prompts'"
-            )
-        ).one_or_none()
-        elems, freqs, rows = (row.elems, row.freqs, row.reltuples) if row is not None else (None, None, 0)
-        # most_common_elem_freqs ends with three extra numbers: the minimum and maximum frequency, and nulls.
-        self.frequencies = dict(zip(elems or [], freqs or [], strict=False))
-        self.floor = float(freqs[-3]) if freqs and len(freqs) >= 3 else 0.0
-        self.rows = max(float(rows or 0), 0.0)
-        self.loaded_at = time.monotonic()
+    def _row_count(self, connection: Connection) -> float:
+        with self.lock:
+            if time.monotonic() - self.loaded_at > REFRESH_SECONDS:
+                rows = connection.execute(
+                    sa.text("SELECT reltuples FROM pg_class WHERE relname = 'gallery_prompts'")
+                ).scalar()
+                self.rows = max(float(rows or 0), 0.0)
+                self.loaded_at = time.monotonic()
+            return self.rows
 
     def walk_primary_key(self, connection: Connection, terms: SearchTerms, mode: MatchMode, tier: int) -> bool:
         """True when walking the primary key is the cheaper way to find the tier's matches."""
-        with self.lock:
-            if time.monotonic() - self.loaded_at > REFRESH_SECONDS:
-                self._refresh(connection)
-            rows = self.rows
+        rows = self._row_count(connection)
         if rows <= 0:
             return False  # never analysed: a small table, where collecting every match is cheap
         crossover = math.sqrt(WALK_COST_PER_ROW / BITMAP_COST_PER_MATCH * tier * rows)

@@ -155,8 +155,9 @@ class SemanticSearch:
 
     def catch_up(self) -> None:
         """Backfill and index everything stored now (tests and tools; servers do this in the background)."""
-        while self.backfill_once() or self.index.follow(self.database):
-            pass
+        worked = True
+        while worked:
+            worked = bool(self.backfill_once() or self.index.follow(self.database))
 
     def backfill_once(self, batch: int = BACKFILL_BATCH) -> int:
         """Embed the next prompts without an embedding; returns how many were stored."""
@@ -179,7 +180,9 @@ class SemanticSearch:
                 return 0
             vectors = self.embedder.encode([embedding_text(row.prompt) for row in rows])
             values = [{"prompt_row": row.id, "vector": v.tobytes()} for row, v in zip(rows, vectors, strict=True)]
-            insert = self._insert().on_conflict_do_nothing(index_elements=[gallery_embeddings.c.prompt_row])
+            insert = self.database.insert(gallery_embeddings).on_conflict_do_nothing(
+                index_elements=[gallery_embeddings.c.prompt_row]
+            )
             if self.database.is_postgresql:
                 connection.execute(insert, values)  # still under the try-lock
         if not self.database.is_postgresql:
@@ -188,13 +191,6 @@ class SemanticSearch:
                 connection.execute(insert, values)
         self._backfill_from = int(rows[-1].id) + 1
         return len(rows)
-
-    def _insert(self) -> Any:
-        if self.database.is_postgresql:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(gallery_embeddings)
 
     def neighbours(self, query: str, count: int = NEIGHBOURS) -> dict[int, float]:
         """Prompt rows semantically close to `query` (similarity >= MIN_SIMILARITY), with their similarity.

@@ -28,7 +28,7 @@ from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.gallery import templates
 from likeness.gallery.images import MEDIA_TYPES, prepare_image
 from likeness.gallery.pages import Cursor, decode_token, encode_token, fingerprint
-from likeness.gallery.planning import LexemeStatistics
+from likeness.gallery.planning import TierPlanner
 from likeness.gallery.query import MatchMode, SearchTerms
 from likeness.gallery.records import (
     MAX_PROMPT_CHARS,
@@ -242,7 +242,7 @@ class PromptStore:
         self.database = database
         self.storage = storage
         self.semantic = semantic
-        self._lexemes = LexemeStatistics()
+        self._planner = TierPlanner()
         self._clock = clock
         self._dialect = database.engine.dialect.name
 
@@ -268,7 +268,7 @@ class PromptStore:
                     "source": PromptSource.SEED.value,
                 }
             )
-        insert = self._insert()
+        insert = self.database.insert(gallery_prompts)
         statement = insert.on_conflict_do_update(
             index_elements=[gallery_prompts.c.prompt_id],
             set_={name: insert.excluded[name] for name in ("prompt", "negative_prompt", "params", "tags")},
@@ -406,13 +406,6 @@ class PromptStore:
             {"before": before},
         )
 
-    def _insert(self) -> Any:
-        if self._dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(gallery_prompts)
-
     def _insert_many(
         self,
         connection: Connection,
@@ -449,7 +442,7 @@ class PromptStore:
                 }
             )
         statement = (
-            self._insert()
+            self.database.insert(gallery_prompts)
             .on_conflict_do_nothing(index_elements=[gallery_prompts.c.prompt_id])
             .returning(gallery_prompts.c.id, gallery_prompts.c.tags)
         )
@@ -486,15 +479,15 @@ class PromptStore:
         """
         validate_tenant(tenant)
         validate_resource_id(prompt_id, field="prompt_id")
-        if prompt_id.startswith(SEED_ID_PREFIX) and self._is_seed(prompt_id):
-            raise FailedPrecondition(f"prompt {prompt_id!r} is built in and cannot be deleted")
         with self.database.transaction() as connection:
             row = connection.execute(
-                sa.select(gallery_prompts.c.image_key, gallery_prompts.c.thumbnail_key).where(
-                    gallery_prompts.c.prompt_id == prompt_id, gallery_prompts.c.tenant == tenant
+                sa.select(gallery_prompts.c.tenant, gallery_prompts.c.image_key, gallery_prompts.c.thumbnail_key).where(
+                    gallery_prompts.c.prompt_id == prompt_id
                 )
             ).one_or_none()
-            if row is None:
+            if row is not None and row.tenant == SEED_TENANT:
+                raise FailedPrecondition(f"prompt {prompt_id!r} is built in and cannot be deleted")
+            if row is None or row.tenant != tenant:
                 raise NotFound(f"prompt {prompt_id!r} does not exist; search the gallery for available prompts")
             connection.execute(gallery_prompts.delete().where(gallery_prompts.c.prompt_id == prompt_id))
         # After the commit: a failed delete leaves the entry whole; a crash here leaves only unreferenced files
@@ -525,13 +518,6 @@ class PromptStore:
                     self.storage.delete(key, missing_ok=True)
                     removed += 1
         return DeleteOutcome(subject_model_id, removed, entries=len(rows))
-
-    def _is_seed(self, prompt_id: str) -> bool:
-        with self.database.read() as connection:
-            tenant = connection.execute(
-                sa.select(gallery_prompts.c.tenant).where(gallery_prompts.c.prompt_id == prompt_id)
-            ).scalar_one_or_none()
-        return tenant == SEED_TENANT
 
     # ---- get ----------------------------------------------------------------------------------------------
 
@@ -803,7 +789,7 @@ class PromptStore:
 
     def _walk(self, connection: Connection, terms: SearchTerms, mode: MatchMode) -> bool:
         """PostgreSQL: whether this search walks the primary key (then bitmap scans go off for it)."""
-        if self._dialect != "postgresql" or not self._lexemes.walk_primary_key(connection, terms, mode, TIER_SIZE):
+        if self._dialect != "postgresql" or not self._planner.walk_primary_key(connection, terms, mode, TIER_SIZE):
             return False
         connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
         return True

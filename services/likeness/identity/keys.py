@@ -7,6 +7,7 @@ looks the hash up (a unique index), so the secret is never compared in Python at
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -101,19 +102,19 @@ class ApiKeys:
         key_id = secrets.token_hex(6)
         key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         now = self._clock()
-        row = {
-            "key_id": key_id,
-            "secret_hash": hash_key(key),
-            "tenant": tenant,
-            "role": role.value,
-            "name": name,
-            "create_time": now,
-            "expire_time": None if expires_in is None else now + expires_in,
-            "revoke_time": None,
-        }
+        record = ApiKeyRecord(
+            key_id=key_id,
+            tenant=tenant,
+            role=role,
+            name=name,
+            create_time=now,
+            expire_time=None if expires_in is None else now + expires_in,
+            revoke_time=None,
+        )
+        values = {**dataclasses.asdict(record), "role": role.value, "secret_hash": hash_key(key)}
         with self.database.transaction() as connection:
-            connection.execute(api_keys.insert().values(**row))
-        return _record(_RowView(row)), key
+            connection.execute(api_keys.insert().values(**values))
+        return record, key
 
     def list(self, tenant: str | None = None) -> list[ApiKeyRecord]:
         """Every key (of one tenant), oldest first; revoked and expired ones included, with their state."""
@@ -151,10 +152,3 @@ class ApiKeys:
         if state != "active":
             raise Unauthenticated(f"the API key {record.key_id} is {state}; ask an operator for a new key")
         return Principal(record.tenant, record.role, record.key_id)
-
-
-class _RowView:
-    """Attribute access over a dict, so a freshly inserted row reads like a fetched one."""
-
-    def __init__(self, values: dict) -> None:
-        self.__dict__.update(values)
