@@ -35,9 +35,8 @@ ID_FIELDS = {
     "prompt_id": "prompt",
     "remix_prompt_id": "prompt",
 }
-#: Client streams carry uploads, not ids (PrepareDataset): nothing of A's can be named there. RecordPrompt's
-#: subject_model_id is a label the gallery stores, not looked up (a known gap, noted in docs/security.md).
-SKIPPED = {"PrepareDataset", "RecordPrompt"}
+#: Client streams carry uploads, not ids (PrepareDataset): nothing of A's can be named there.
+SKIPPED = {"PrepareDataset"}
 
 
 def fill_ids(message: Message, ids: dict[str, str], depth: int = 0) -> list[str]:
@@ -98,6 +97,8 @@ def probe_every_rpc(address: str, ids: dict[str, str], key_a: str, key_b: str) -
                 # Valid apart from the ids, so only the id lookups can fail.
                 if method.name == "GenerateImages":
                     request.prompt = "" if request.remix_prompt_id else "a photo of {subject}"
+                if method.name == "RecordPrompt":
+                    request.prompt = "a lighthouse at dusk"
                 if method.name == "CreateTrainingJob":
                     request.spec.base_model, request.spec.class_noun = "toy-sd15", "dog"
                 listing = method.name.startswith(("List", "Search"))

@@ -30,7 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from likeness import __version__, errors
-from likeness.api.status import ERRORS_BY_CODE
+from likeness.api.status import ERRORS_BY_CODE, retry_delay_seconds
 from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
 from likeness.gallery.v1 import gallery_service_pb2_grpc as gallery_grpc
 from likeness.inference.v1 import inference_service_pb2 as inference_pb
@@ -122,6 +122,8 @@ def translate_error(error: grpc.RpcError) -> errors.LikenessError:
     exc = cls(message if cls is not errors.LikenessError else f"{code.name}: {message}")
     exc.code = code  # type: ignore[attr-defined]
     exc.request_id = request_id  # type: ignore[attr-defined]
+    if isinstance(exc, errors.ResourceExhausted) and isinstance(error, grpc.Call):
+        exc.retry_after = retry_delay_seconds(error)  # the server's RetryInfo, seconds (None: none sent)
     return exc
 
 
@@ -619,6 +621,30 @@ class LikenessClient:
     def delete_subject_model(self, model_id: str) -> inference_pb.DeleteSubjectModelResponse:
         """Deletes a subject model with its files, its gallery entries and every replica's cached copy."""
         return self._unary(self.inference.DeleteSubjectModel, inference_pb.DeleteSubjectModelRequest(model_id=model_id))
+
+    def erase_subject(
+        self, *, dataset_id: str = "", job_id: str = "", model_id: str = "", timeout: float | None = None
+    ) -> trainer_pb.ErasureReceipt:
+        """Erases everything derived from one subject's photos, named by exactly one id of its lineage (its
+        dataset, a job trained on it, or a subject model); returns the receipt. Running jobs are cancelled first,
+        which can take up to a minute, hence the longer default deadline."""
+        named = {
+            name: value
+            for name, value in (("dataset_id", dataset_id), ("job_id", job_id), ("model_id", model_id))
+            if value
+        }
+        if len(named) != 1:
+            raise errors.InvalidArgument("name the subject by exactly one of dataset_id, job_id or model_id")
+        request = trainer_pb.EraseSubjectRequest(**named)
+        call_timeout = timeout if timeout is not None else max(self.timeout or 0.0, 120.0)
+        return self._unary(self.trainer.EraseSubject, request, timeout=call_timeout).receipt
+
+    def erase_tenant(self, tenant: str, *, timeout: float | None = None) -> trainer_pb.ErasureReceipt:
+        """Erases every subject, gallery entry, file and API key of a tenant (admin keys only); the receipt."""
+        call_timeout = timeout if timeout is not None else max(self.timeout or 0.0, 120.0)
+        return self._unary(
+            self.trainer.EraseTenant, trainer_pb.EraseTenantRequest(tenant=tenant), timeout=call_timeout
+        ).receipt
 
     def get_prompt(self, prompt_id: str) -> gallery_pb.PromptRecord:
         """Returns one prompt record."""

@@ -43,7 +43,17 @@ class FailedPrecondition(LikenessError):
 
 
 class ResourceExhausted(LikenessError):
-    """A queue, cache or quota is full; retry later (maps to RESOURCE_EXHAUSTED)."""
+    """A queue, cache or quota is full; retry later (maps to RESOURCE_EXHAUSTED).
+
+    `retry_after` (seconds) is sent as a google.rpc.RetryInfo status detail; `quota` names the exceeded quota,
+    sent as a google.rpc.QuotaFailure violation."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, retry_after: float | None = None, quota: str = ""
+    ) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+        self.quota = quota
 
 
 class Unavailable(LikenessError):

@@ -60,14 +60,42 @@ def test_go_sdk_builds_and_vets(go_workspace):
     assert unformatted == "", f"gofmt would change: {unformatted}"
 
 
-def test_go_client_against_live_server(go_workspace, live_server):
+@pytest.fixture(scope="session")
+def go_driver(go_workspace) -> Path:
+    """The e2e driver, built once."""
     gopath, env = go_workspace
     binary = gopath / "likeness-e2e"
     _go(["build", "-o", str(binary), "likenesse2e"], gopath, env)
-    result = subprocess.run([str(binary), live_server.address], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, f"go driver failed:\n{result.stdout}\n{result.stderr}"
-    report = json.loads(result.stdout)
+    return binary
 
+
+def _drive(binary: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    result = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert result.returncode == 0, f"go driver failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def _without_credentials_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("LIKENESS_API_KEY", "LIKENESS_TLS_CA_FILE")}
+
+
+def test_go_client_against_live_server(go_driver, live_server):
+    _check_scenario(_drive(go_driver, live_server.address), live_server)
+
+
+def test_go_client_over_tls_with_api_key(go_driver, tls_live_server):
+    server = tls_live_server
+    _check_scenario(_drive(go_driver, "-ca", server.ca_file, "-key", server.api_key, server.address), server)
+
+
+def test_go_client_takes_tls_and_key_from_env_and_is_unauthenticated_without_key(go_driver, tls_live_server):
+    env = {**_without_credentials_env(), "LIKENESS_TLS_CA_FILE": tls_live_server.ca_file}
+    assert _drive(go_driver, "-probe", tls_live_server.address, env=env) == {"code": "Unauthenticated"}  # 16
+    env["LIKENESS_API_KEY"] = tls_live_server.api_key
+    assert _drive(go_driver, "-probe", tls_live_server.address, env=env) == {"code": "OK"}
+
+
+def _check_scenario(report: dict, live_server) -> None:
     assert report["gallery_serving"]
     assert report["template_count"] > 0 and report["placeholders"]
     assert report["top_hit_id"] == report["recorded_id"] != ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,17 +51,42 @@ def test_sdk_compiles_with_declarations(compiled_sdk: Path):
     assert (compiled_sdk / "dist" / "gen" / "likeness" / "trainer" / "v1" / "trainer_service.js").exists()
 
 
-def test_node_client_against_live_server(compiled_sdk: Path, live_server):
+def _drive(compiled_sdk: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Runs the e2e driver and returns the JSON report on its last line."""
     result = subprocess.run(
-        ["node", str(compiled_sdk / "dist" / "e2e_driver.js"), live_server.address],
+        ["node", str(compiled_sdk / "dist" / "e2e_driver.js"), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, f"node driver failed:\n{result.stdout}\n{result.stderr}"
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
+
+def _without_credentials_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("LIKENESS_API_KEY", "LIKENESS_TLS_CA_FILE")}
+
+
+def test_node_client_against_live_server(compiled_sdk: Path, live_server):
+    _check_scenario(_drive(compiled_sdk, live_server.address), live_server)
+
+
+def test_node_client_over_tls_with_api_key(compiled_sdk: Path, tls_live_server):
+    server = tls_live_server
+    report = _drive(compiled_sdk, server.address, "--ca", server.ca_file, "--key", server.api_key)
+    _check_scenario(report, server)
+
+
+def test_node_client_takes_tls_and_key_from_env_and_is_unauthenticated_without_key(compiled_sdk: Path, tls_live_server):
+    env = {**_without_credentials_env(), "LIKENESS_TLS_CA_FILE": tls_live_server.ca_file}
+    assert _drive(compiled_sdk, tls_live_server.address, "--probe", env=env) == {"code": 16}  # UNAUTHENTICATED
+    env["LIKENESS_API_KEY"] = tls_live_server.api_key
+    assert _drive(compiled_sdk, tls_live_server.address, "--probe", env=env) == {"code": 0}
+
+
+def _check_scenario(report: dict, live_server) -> None:
     assert report["health"] == {"server": "SERVING", "gallery": "SERVING", "unknown": 5}  # NOT_FOUND
     assert report["templateCount"] > 0 and report["templatesHavePlaceholder"]
     assert report["topHitId"] == report["recordedId"] and report["topHitSteps"] == 25

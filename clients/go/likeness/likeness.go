@@ -8,6 +8,9 @@
 //	stream, err := c.Inference.GenerateImages(ctx, &inferencev1.GenerateImagesRequest{Prompt: "a photo of {subject}"})
 //	result, err := likeness.CollectImages(stream, nil)
 //
+// Over TLS with an API key: likeness.Dial(address, likeness.WithTLSCAFile("ca.pem"), likeness.WithAPIKey(key)),
+// or set $LIKENESS_TLS_CA_FILE and $LIKENESS_API_KEY.
+//
 // The generated packages live under gen/likeness/<service>/v1.
 package likeness
 
@@ -44,12 +47,16 @@ type Clients struct {
 	Health    grpc_health_v1.HealthClient
 }
 
-// DefaultDialOptions match the server: plaintext (the services listen without TLS unless fronted by a proxy;
-// pass grpc.WithTransportCredentials to Dial to override), its 64 MiB message limit, and keepalive pings every
-// 30 s (the server accepts one every 10 s) so idle training watches survive proxies and load balancers.
+// DefaultDialOptions match the server: plaintext (as the embedded server listens by default), its 64 MiB
+// message limit, and keepalive pings every 30 s (the server accepts one every 10 s) so idle training watches
+// survive proxies and load balancers. They are for grpc.Dial; Dial picks plaintext or TLS itself.
 func DefaultDialOptions() []grpc.DialOption {
+	return append([]grpc.DialOption{grpc.WithInsecure()}, channelOptions()...)
+}
+
+// channelOptions are DefaultDialOptions without the transport security.
+func channelOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithInsecure(),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageBytes),
 			grpc.MaxCallSendMsgSize(MaxMessageBytes),
@@ -65,8 +72,16 @@ func DefaultDialOptions() []grpc.DialOption {
 }
 
 // Dial connects to address (empty: $LIKENESS_ADDRESS, else DefaultAddress). The connection is made lazily;
-// use WaitUntilServing to block until the server is ready. Options are applied after DefaultDialOptions, so
-// they override them.
+// use WaitUntilServing to block until the server is ready.
+//
+// WithTLSCAFile (default $LIKENESS_TLS_CA_FILE) connects with TLS, trusting that CA, and WithCredentials with
+// any transport credentials; without either the connection is plaintext. WithAPIKey (default
+// $LIKENESS_API_KEY) sends the key as `authorization: Bearer <key>` on every call; over TLS it is never sent
+// on a connection without transport security. Other grpc options are applied after the defaults (the options
+// of DefaultDialOptions), so they override them.
+//
+// Dial uses grpc.Dial and grpc.WithInsecure rather than grpc.NewClient and the insecure package, which
+// grpc-go 1.33 (the oldest supported, Debian's) lacks.
 func Dial(address string, opts ...grpc.DialOption) (*Clients, error) {
 	if address == "" {
 		address = os.Getenv("LIKENESS_ADDRESS")
@@ -74,7 +89,12 @@ func Dial(address string, opts ...grpc.DialOption) (*Clients, error) {
 	if address == "" {
 		address = DefaultAddress
 	}
-	conn, err := grpc.Dial(address, append(DefaultDialOptions(), opts...)...)
+	security, err := securityOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	all := append(append(channelOptions(), security...), opts...)
+	conn, err := grpc.Dial(address, all...)
 	if err != nil {
 		return nil, fmt.Errorf("likeness: dial %s: %w", address, err)
 	}

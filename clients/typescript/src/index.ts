@@ -7,10 +7,15 @@
  *   }
  *   likeness.close();
  *
+ * Over TLS with an API key: `createClients("likeness.example.com:443", { tlsCaFile: "ca.pem", apiKey })`, or set
+ * $LIKENESS_TLS_CA_FILE and $LIKENESS_API_KEY.
+ *
  * The generated stubs (`likeness.trainer`, `likeness.inference`, `likeness.gallery`) expose every RPC; the
  * helpers here cover what is awkward with raw stubs: reassembling image chunks, resuming a training watch after
  * a dropped connection, promises for unary calls, and health checks.
  */
+import { readFileSync } from "fs";
+
 import * as grpc from "@grpc/grpc-js";
 
 import {
@@ -53,7 +58,22 @@ export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 export type PartialRequest<T> = DeepPartial<T>;
 
 export interface ClientOptions {
-  /** Channel credentials; plaintext by default, as the services listen without TLS unless fronted by a proxy. */
+  /**
+   * Sent as `authorization: Bearer <apiKey>` on every call, for servers with `auth = "api-key"`. Default:
+   * $LIKENESS_API_KEY; an empty string sends none.
+   */
+  apiKey?: string;
+  /**
+   * PEM file of the CA that signed the server's certificate: connects with TLS, trusting that CA. Default:
+   * $LIKENESS_TLS_CA_FILE; an empty string means plaintext. Ignored when `tlsCa` or `credentials` is given.
+   */
+  tlsCaFile?: string;
+  /** The CA certificate(s) as PEM bytes, instead of `tlsCaFile`. Ignored when `credentials` is given. */
+  tlsCa?: Buffer;
+  /**
+   * Channel credentials, for full control (client certificates for mutual TLS). Without them and without a CA
+   * the channel is plaintext, as the embedded server listens by default.
+   */
   credentials?: grpc.ChannelCredentials;
   /** Extra grpc-js channel options, merged over `defaultChannelOptions()`. */
   channelOptions?: grpc.ChannelOptions;
@@ -100,6 +120,42 @@ export function defaultChannelOptions(): grpc.ChannelOptions {
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.primary_user_agent": "likeness-node/0.1.0",
   };
+}
+
+/** The channel credentials `options` ask for: `credentials`, else TLS trusting `tlsCa` / `tlsCaFile`
+ * (default $LIKENESS_TLS_CA_FILE), else plaintext. */
+function channelCredentials(options: ClientOptions): grpc.ChannelCredentials {
+  if (options.credentials !== undefined) {
+    return options.credentials;
+  }
+  if (options.tlsCa !== undefined) {
+    return grpc.credentials.createSsl(options.tlsCa);
+  }
+  const caFile = options.tlsCaFile ?? process.env.LIKENESS_TLS_CA_FILE ?? "";
+  return caFile ? grpc.credentials.createSsl(readFileSync(caFile)) : grpc.credentials.createInsecure();
+}
+
+/** Call credentials adding `authorization: Bearer <apiKey>` to each call; grpc-js sends them over TLS only. */
+function apiKeyCallCredentials(apiKey: string): grpc.CallCredentials {
+  return grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${apiKey}`);
+    callback(null, metadata);
+  });
+}
+
+/** An interceptor adding `authorization: Bearer <apiKey>` to each call, for plaintext channels (where grpc-js
+ * refuses call credentials). A call that brings its own `authorization` metadata keeps it. */
+function apiKeyInterceptor(apiKey: string): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        if (metadata.get("authorization").length === 0) {
+          metadata.set("authorization", `Bearer ${apiKey}`);
+        }
+        next(metadata, listener);
+      },
+    });
 }
 
 /** True for the status of a call that failed because the connection or the server went away. */
@@ -154,8 +210,15 @@ export class LikenessClients {
 
   constructor(address?: string, options: ClientOptions = {}) {
     this.address = address || process.env.LIKENESS_ADDRESS || DEFAULT_ADDRESS;
-    const credentials = options.credentials ?? grpc.credentials.createInsecure();
-    const channelOptions = { ...defaultChannelOptions(), ...options.channelOptions };
+    let credentials = channelCredentials(options);
+    const channelOptions: grpc.ClientOptions = { ...defaultChannelOptions(), ...options.channelOptions };
+    const apiKey = options.apiKey ?? process.env.LIKENESS_API_KEY ?? "";
+    // _isSecure is grpc-js's own test (public since 1.0): call credentials on an insecure channel are refused.
+    if (apiKey && credentials._isSecure()) {
+      credentials = credentials.compose(apiKeyCallCredentials(apiKey));
+    } else if (apiKey) {
+      channelOptions.interceptors = [apiKeyInterceptor(apiKey), ...(channelOptions.interceptors ?? [])];
+    }
     this.trainer = new TrainerServiceClient(this.address, credentials, channelOptions);
     const shared = { ...channelOptions, channelOverride: this.trainer.getChannel() };
     this.inference = new InferenceServiceClient(this.address, credentials, shared);
@@ -324,7 +387,11 @@ export class LikenessClients {
   }
 }
 
-/** Connects the trainer, inference and gallery clients to `address` (default $LIKENESS_ADDRESS or 127.0.0.1:50051). */
+/**
+ * Connects the trainer, inference and gallery clients to `address` (default $LIKENESS_ADDRESS or 127.0.0.1:50051):
+ * over TLS when `tlsCaFile` / `tlsCa` (or $LIKENESS_TLS_CA_FILE) names a CA, sending `apiKey` (or
+ * $LIKENESS_API_KEY) as `authorization: Bearer <key>` on every call.
+ */
 export function createClients(address?: string, options: ClientOptions = {}): LikenessClients {
   return new LikenessClients(address, options);
 }

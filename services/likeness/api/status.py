@@ -20,3 +20,47 @@ ERROR_CODES: dict[type[errors.LikenessError], grpc.StatusCode] = {
 }
 #: The inverse, for clients turning a status back into the domain exception.
 ERRORS_BY_CODE: dict[grpc.StatusCode, type[errors.LikenessError]] = {code: cls for cls, code in ERROR_CODES.items()}
+
+#: Trailing metadata key of the google.rpc.Status that carries a status's details (grpc-status-details-bin).
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def status_details(exc: errors.LikenessError, code: grpc.StatusCode, message: str) -> bytes | None:
+    """The serialized google.rpc.Status with the details a client can act on, or None when there are none:
+    RetryInfo (how long to wait) and QuotaFailure (which quota) for a ResourceExhausted that names them."""
+    retry_after = getattr(exc, "retry_after", None)
+    quota = getattr(exc, "quota", "")
+    if retry_after is None and not quota:
+        return None
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    details = []
+    if retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_after * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if quota:
+        violation = error_details_pb2.QuotaFailure.Violation(subject=quota, description=message)
+        details.append(error_details_pb2.QuotaFailure(violations=[violation]))
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    return status_pb2.Status(code=code.value[0], message=message, details=packed).SerializeToString()
+
+
+def retry_delay_seconds(error: grpc.RpcError) -> float | None:
+    """The RetryInfo delay a server attached to a failed call, in seconds, or None."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in error.trailing_metadata() or ():
+        if key != STATUS_DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.ToNanoseconds() / 1e9
+    return None

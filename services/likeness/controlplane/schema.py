@@ -47,10 +47,14 @@ training_jobs = sa.Table(
     sa.Column("fence", sa.BigInteger, nullable=False, server_default="0"),
     #: "cancel" or "preempt" once asked; the owning worker reads it with its next heartbeat.
     sa.Column("stop_request", sa.String(16), nullable=True),
+    #: The shared class-image set the job trains with (TrainingConfig.class_images_key); NULL without one.
+    #: Erasing a subject removes a set no other job names.
+    sa.Column("class_images_key", sa.String(64), nullable=True),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_training_jobs_idempotency"),
 )
 sa.Index("ix_training_jobs_claim", training_jobs.c.state, training_jobs.c.priority, training_jobs.c.create_time)
 sa.Index("ix_training_jobs_tenant", training_jobs.c.tenant, training_jobs.c.job_id)
+sa.Index("ix_training_jobs_class_images", training_jobs.c.class_images_key)
 
 job_events = sa.Table(
     "job_events",
@@ -99,6 +103,8 @@ subject_models = sa.Table(
     sa.Column("model_id", sa.String(64), primary_key=True),
     sa.Column("tenant", sa.String(63), nullable=False),
     sa.Column("job_id", sa.String(64), nullable=False),
+    #: The dataset of photos it was trained from: the link an erasure follows after the job was deleted.
+    sa.Column("dataset_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("base_model", sa.String(128), nullable=False),
     sa.Column("identifier", sa.String(64), nullable=False),
     sa.Column("class_noun", sa.String(64), nullable=False),
@@ -220,3 +226,43 @@ api_keys = sa.Table(
     sa.Column("revoke_time", Seconds, nullable=True),
 )
 sa.Index("ix_api_keys_tenant", api_keys.c.tenant, api_keys.c.key_id)
+
+
+#: Per-tenant quota overrides set by operators (`likeness quotas set`); a NULL limit falls back to the
+#: server's default (`--quota-*` settings). 0 means unlimited.
+tenant_quotas = sa.Table(
+    "tenant_quotas",
+    metadata,
+    sa.Column("tenant", sa.String(63), primary_key=True),
+    sa.Column("max_active_jobs", sa.Integer, nullable=True),
+    sa.Column("max_subject_models", sa.Integer, nullable=True),
+    sa.Column("images_per_minute", sa.Integer, nullable=True),
+    sa.Column("update_time", Seconds, nullable=False),
+)
+
+#: Images generated per tenant and minute (fixed windows of the database clock), shared by every inference
+#: replica: the counter an images-per-minute quota is enforced on. Old windows are pruned as new ones start.
+image_usage = sa.Table(
+    "image_usage",
+    metadata,
+    sa.Column("tenant", sa.String(63), primary_key=True),
+    #: Start of the minute, in whole seconds since the epoch.
+    sa.Column("window_start", sa.BigInteger, primary_key=True),
+    sa.Column("images", sa.Integer, nullable=False),
+)
+
+#: One row per erasure, kept as the record that it happened: what was named and the receipt (ids and counts
+#: only; nothing derived from the photos).
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("erasure_id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(63), nullable=False),
+    #: subject or tenant.
+    sa.Column("scope", sa.String(16), nullable=False),
+    #: The key id of the caller ("" with authentication off).
+    sa.Column("requested_by", sa.String(32), nullable=False, server_default=""),
+    sa.Column("erase_time", Seconds, nullable=False),
+    sa.Column("receipt", sa.JSON, nullable=False),
+)
+sa.Index("ix_erasures_tenant", erasures.c.tenant, erasures.c.erase_time)

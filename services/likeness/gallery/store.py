@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from likeness.controlplane.database import Database
-from likeness.controlplane.schema import gallery_prompts, gallery_tags
+from likeness.controlplane.schema import gallery_prompts, gallery_tags, subject_models
 from likeness.enums import ValueEnum
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.gallery import templates
@@ -310,6 +310,8 @@ class PromptStore:
             tags=tags,
             subject_model_id=subject_model_id,
         )
+        if source is PromptSource.RECORD and draft.subject_model_id:
+            self._check_own_subject(tenant, draft.subject_model_id)
         prepared = prepare_image(image) if image else None
         prompt_id = draft.prompt_id(tenant)
         image_key = thumbnail_key = None
@@ -349,6 +351,18 @@ class PromptStore:
                 ).scalar_one()
                 self._insert_tags(connection, [(row_id, new_tags)])
             return RecordOutcome(self._get_row(connection, prompt_id), existing=True)
+
+    def _check_own_subject(self, tenant: str, model_id: str) -> None:
+        """NotFound unless `model_id` is one of the tenant's subject models (a caller may label an entry only
+        with its own; inference checks the models it generates with itself)."""
+        with self.database.read() as connection:
+            found = connection.execute(
+                sa.select(subject_models.c.model_id).where(
+                    subject_models.c.tenant == tenant, subject_models.c.model_id == model_id
+                )
+            ).first()
+        if found is None:
+            raise NotFound(f"subject model {model_id!r} does not exist", field="subject_model_id")
 
     def import_drafts(
         self, tenant: str, drafts: Sequence[PromptDraft], *, shared: bool = False, created_at: float | None = None
@@ -506,6 +520,23 @@ class PromptStore:
         condition = sa.and_(
             gallery_prompts.c.tenant == tenant, gallery_prompts.c.subject_model_id == subject_model_id
         )  # ix_gallery_subject
+        return self._delete_where(condition, subject_model_id)
+
+    def delete_by_tenant(self, tenant: str) -> DeleteOutcome:
+        """Delete every entry of the tenant, shared ones included, with their files (a tenant's erasure)."""
+        validate_tenant(tenant)
+        if tenant == SEED_TENANT:
+            raise FailedPrecondition("the built-in collection cannot be erased")
+        return self._delete_where(gallery_prompts.c.tenant == tenant, tenant)
+
+    def count_by_tenant(self, tenant: str) -> int:
+        """How many entries the tenant holds (shared ones included)."""
+        with self.database.read() as connection:
+            return connection.execute(
+                sa.select(sa.func.count()).select_from(gallery_prompts).where(gallery_prompts.c.tenant == tenant)
+            ).scalar_one()
+
+    def _delete_where(self, condition: sa.ColumnElement[bool], label: str) -> DeleteOutcome:
         with self.database.transaction() as connection:
             rows = connection.execute(
                 sa.select(gallery_prompts.c.image_key, gallery_prompts.c.thumbnail_key).where(condition)
@@ -517,7 +548,7 @@ class PromptStore:
                 if key:
                     self.storage.delete(key, missing_ok=True)
                     removed += 1
-        return DeleteOutcome(subject_model_id, removed, entries=len(rows))
+        return DeleteOutcome(label, removed, entries=len(rows))
 
     # ---- get ----------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -45,8 +46,11 @@ class InferenceEngine:
         queue_capacity: int = 64,
         batch_window_s: float = 0.02,
         max_batch_images: int = 8,
+        image_quota: Callable[[str, int], None] | None = None,
     ) -> None:
         self.repository = repository
+        #: (tenant, images) -> None, raising ResourceExhausted over the tenant's images-per-minute quota.
+        self.image_quota = image_quota
         self.default_base_model = default_base_model
         self.batch_window_s = batch_window_s
         self.max_batch_images = max_batch_images
@@ -151,6 +155,8 @@ class InferenceEngine:
             count_tokens=base.count_tokens,
             max_tokens=base.max_tokens,
         )
+        if self.image_quota is not None:
+            self.image_quota(tenant, params.num_images)
         job = GenerationJob(
             request_id=request_id,
             tenant=tenant,

@@ -9,6 +9,7 @@ import warnings
 
 import grpc
 
+from likeness.identity.quotas import Quotas
 from likeness.inference.deletion import sweep_subjects
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
@@ -73,11 +74,20 @@ class InferenceComponent:
         self.engine: InferenceEngine | None = None
         self._stop_sweeping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._quotas: Quotas | None = None
+        self._quotas_lock = threading.Lock()
         self.gallery = GalleryLink(
             settings.resolved_database_url,
             self._open_storage,
             record_by_default=settings.gallery_record_generations,
         )
+
+    def _consume_images(self, tenant: str, count: int) -> None:
+        """Counts images against the tenant's images-per-minute quota (the database opens on first use)."""
+        with self._quotas_lock:
+            if self._quotas is None:
+                self._quotas = Quotas(self.gallery.database(), self.settings.quota_limits)
+        self._quotas.consume_images(tenant, count)
 
     def _open_storage(self) -> Storage:
         if self._storage is None:
@@ -119,6 +129,7 @@ class InferenceComponent:
             queue_capacity=settings.inference_queue_capacity,
             batch_window_s=settings.batch_window_ms / 1000,
             max_batch_images=settings.max_batch_images,
+            image_quota=self._consume_images,
         )
         preload = [name.strip() for name in settings.preload_base_models.split(",") if name.strip()]
         if "*" in preload:

@@ -91,7 +91,12 @@ async def start_server(
 ) -> RunningServer:
     """Binds the port and reports NOT_SERVING until every component has started, then SERVING."""
     apply_cpu_threads(settings.torch_threads)
-    authenticator = make_authenticator(settings.auth, settings.resolved_database_url, settings.auth_cache_seconds)
+    authenticator = make_authenticator(
+        settings.auth,
+        settings.resolved_database_url,
+        settings.auth_cache_seconds,
+        certificate_tenants=settings.mtls_tenants,
+    )
     await authenticator.start()
     server = grpc.aio.server(interceptors=[ServerInterceptor(authenticator)], options=server_options(settings))
     health_servicer = health.aio.HealthServicer()

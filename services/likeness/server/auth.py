@@ -18,9 +18,10 @@ from typing import Protocol
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.enums import ValueEnum
-from likeness.errors import Unauthenticated
+from likeness.errors import InvalidArgument, Unauthenticated
 from likeness.identity.keys import ApiKeys, Principal, Role, hash_key
 from likeness.server.context import DEFAULT_TENANT
+from likeness.storage.layout import validate_tenant
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class AuthMode(ValueEnum):
 class Authenticator(Protocol):
     async def start(self) -> None: ...
 
-    async def authenticate(self, metadata: Mapping[str, str]) -> Principal: ...
+    async def authenticate(self, metadata: Mapping[str, str], certificate_name: str = "") -> Principal:
+        """The caller, from its metadata and the common name of its verified client certificate ("" if none)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -52,7 +55,7 @@ class NoAuthentication:
             "authentication is off (--auth none): every caller is tenant %r; use --auth api-key", DEFAULT_TENANT
         )
 
-    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+    async def authenticate(self, metadata: Mapping[str, str], certificate_name: str = "") -> Principal:
         return self.PRINCIPAL
 
     def close(self) -> None:
@@ -72,7 +75,7 @@ class ApiKeyAuthentication:
         await asyncio.to_thread(migrate, self.database)  # the api_keys table, if no other service made it yet
         log.info("authentication: API keys", extra={"database": self.database.where})
 
-    async def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+    async def authenticate(self, metadata: Mapping[str, str], certificate_name: str = "") -> Principal:
         header = str(metadata.get(AUTHORIZATION_KEY, "")).strip()
         if not header:
             raise Unauthenticated("this server requires an API key: send the metadata 'authorization: Bearer lk_...'")
@@ -102,7 +105,39 @@ class ApiKeyAuthentication:
         self.database.dispose()
 
 
-def make_authenticator(mode: str, database_url: str, cache_seconds: float) -> Authenticator:
-    if AuthMode(mode) is AuthMode.API_KEY:
-        return ApiKeyAuthentication(database_url, cache_seconds=cache_seconds)
-    return NoAuthentication()
+class CertificateTenants:
+    """Mutual TLS identities: a caller that sends no API key is the tenant its verified client certificate's
+    common name names, with the user role (operators issue one certificate per tenant, e.g. with cert-manager).
+    A caller that sends a key is authenticated by `inner` as usual, so admin work still needs an admin key."""
+
+    def __init__(self, inner: Authenticator) -> None:
+        self.inner = inner
+
+    async def start(self) -> None:
+        await self.inner.start()
+        log.info("authentication: client certificates name the tenant of callers without an API key")
+
+    async def authenticate(self, metadata: Mapping[str, str], certificate_name: str = "") -> Principal:
+        if str(metadata.get(AUTHORIZATION_KEY, "")).strip() or not certificate_name:
+            return await self.inner.authenticate(metadata, certificate_name)
+        try:
+            tenant = validate_tenant(certificate_name)
+        except InvalidArgument:
+            raise Unauthenticated(
+                "the client certificate's common name is not a tenant name (lowercase letters, digits and '-')"
+            ) from None
+        return Principal(tenant, Role.USER, "")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_authenticator(
+    mode: str, database_url: str, cache_seconds: float, *, certificate_tenants: bool = False
+) -> Authenticator:
+    inner: Authenticator = (
+        ApiKeyAuthentication(database_url, cache_seconds=cache_seconds)
+        if AuthMode(mode) is AuthMode.API_KEY
+        else NoAuthentication()
+    )
+    return CertificateTenants(inner) if certificate_tenants else inner

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from likeness import errors
-from likeness.api.status import ERROR_CODES
+from likeness.api.status import ERROR_CODES, STATUS_DETAILS_KEY, status_details
 from likeness.server import metrics
 from likeness.server.auth import Authenticator, NoAuthentication
 from likeness.server.context import DEFAULT_TENANT, principal_var, tenant_var
@@ -62,15 +62,19 @@ class _Call:
 
     async def fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
         """Turns an exception into the RPC's status and aborts (abort raises, ending the handler)."""
+        trailers: tuple[tuple[str, str | bytes], ...] = ((REQUEST_ID_KEY, self.request_id),)
         if isinstance(exc, errors.LikenessError):
             self.code = status_for(exc)
             log.info("rpc rejected", extra={"method": self.method, "code": self.code.name, "reason": str(exc)})
             message = str(exc)
+            details = status_details(exc, self.code, message)
+            if details is not None:
+                trailers += ((STATUS_DETAILS_KEY, details),)
         else:
             self.code = grpc.StatusCode.INTERNAL
             log.error("rpc failed", extra={"method": self.method}, exc_info=exc)
             message = f"internal error; quote request id {self.request_id} when reporting it"
-        await context.abort(self.code, message, trailing_metadata=((REQUEST_ID_KEY, self.request_id),))
+        await context.abort(self.code, message, trailing_metadata=trailers)
 
     def finish(self) -> None:
         elapsed = time.perf_counter() - self.started
@@ -81,6 +85,12 @@ class _Call:
             "rpc finished",
             extra={"method": self.method, "code": self.code.name, "duration_ms": round(elapsed * 1000, 2)},
         )
+
+
+def _certificate_name(context: grpc.aio.ServicerContext) -> str:
+    """The common name of the caller's client certificate, which the TLS handshake verified ("" without one)."""
+    names = context.auth_context().get("x509_common_name") or ()
+    return names[0].decode("utf-8", "replace") if names else ""
 
 
 def _note_abort(call: _Call, context: grpc.aio.ServicerContext) -> None:
@@ -94,9 +104,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator | None = None) -> None:
         self.authenticator: Authenticator = authenticator or NoAuthentication()
 
-    async def _authenticate(self, details: grpc.HandlerCallDetails) -> None:
+    async def _authenticate(self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext) -> None:
         metadata = {key: value for key, value in (details.invocation_metadata or ()) if isinstance(value, str)}
-        principal = await self.authenticator.authenticate(metadata)
+        principal = await self.authenticator.authenticate(metadata, _certificate_name(context))
         tenant_var.set(principal.tenant)
         principal_var.set(principal)
 
@@ -137,7 +147,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(details, rpc_type)
             call.enter(context)
             try:
-                await self._authenticate(details)
+                await self._authenticate(details, context)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 call.code = grpc.StatusCode.CANCELLED
@@ -157,7 +167,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(details, rpc_type)
             call.enter(context)
             try:
-                await self._authenticate(details)
+                await self._authenticate(details, context)
                 async for response in behavior(request, context):
                     yield response
             except (asyncio.CancelledError, GeneratorExit):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from likeness.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from likeness.identity.quotas import QuotaLimits
     from likeness.server.tls import TlsFiles
 
 #: The built-in base models ship with the package, so the embedded default needs no download: `toy-sd15` is
@@ -46,6 +47,23 @@ class Settings:
     )
     auth_cache_seconds: float = field(
         default=30.0, metadata={"help": "how long a verified API key is trusted before it is checked again"}
+    )
+    mtls_tenants: bool = field(
+        default=False,
+        metadata={
+            "help": "with tls_client_ca_file: a caller without an API key is the tenant its client certificate "
+            "names (common name), role user"
+        },
+    )
+    quota_active_jobs: int = field(
+        default=0, metadata={"help": "queued plus running training jobs per tenant (0: unlimited)"}
+    )
+    quota_subject_models: int = field(
+        default=0,
+        metadata={"help": "stored subject models per tenant, counting jobs that will publish one (0: unlimited)"},
+    )
+    quota_images_per_minute: int = field(
+        default=0, metadata={"help": "images generated per tenant and minute, over all replicas (0: unlimited)"}
     )
     max_message_mb: int = field(default=64, metadata={"help": "largest gRPC message accepted or sent, MiB"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
@@ -114,6 +132,13 @@ class Settings:
         from likeness.server.tls import TlsFiles
 
         return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+    @property
+    def quota_limits(self) -> QuotaLimits:
+        """The default per-tenant quotas (operators override them per tenant: `likeness quotas set`)."""
+        from likeness.identity.quotas import QuotaLimits
+
+        return QuotaLimits(self.quota_active_jobs, self.quota_subject_models, self.quota_images_per_minute)
 
     @property
     def storage_root_is_local(self) -> bool:
@@ -266,6 +291,11 @@ def validate(settings: Settings) -> None:
         raise InvalidArgument(f"must be none or api-key, got {settings.auth!r}", field="auth")
     if settings.subject_sweep_seconds <= 0:
         raise InvalidArgument("must be positive", field="subject_sweep_seconds")
+    for name in ("quota_active_jobs", "quota_subject_models", "quota_images_per_minute"):
+        if getattr(settings, name) < 0:
+            raise InvalidArgument("must be 0 (unlimited) or positive", field=name)
+    if settings.mtls_tenants and not settings.tls_client_ca_file:
+        raise InvalidArgument("needs tls_client_ca_file: client certificates must be verified", field="mtls_tenants")
     if settings.auth_cache_seconds < 0:
         raise InvalidArgument("must not be negative", field="auth_cache_seconds")
     if settings.role not in {"all", "api", "worker"}:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from likeness.errors import InvalidArgument
+from likeness.storage.layout import class_image_cache_key
 
 METHODS = ("lora", "full")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "polynomial")
@@ -142,6 +143,15 @@ class TrainingConfig:
             .replace("{identifier}", self.identifier)
             .replace("{class_noun}", self.class_noun)
         )
+
+    @property
+    def class_images_key(self) -> str:
+        """The shared class-image cache set this run trains with ("" without prior preservation or with a class
+        dataset of the caller's): recorded on the job, so erasing a subject can tell which sets only it used."""
+        prior = self.prior
+        if not prior.enabled or prior.class_dataset_id or not self.resolution:
+            return ""
+        return class_image_cache_key(self.base_model, prior.class_prompt, self.resolution, prior.num_class_images)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

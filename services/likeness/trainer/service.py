@@ -18,7 +18,10 @@ import grpc
 
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
+from likeness.erasure.eraser import Eraser
 from likeness.errors import Unavailable
+from likeness.gallery.store import PromptStore
+from likeness.identity.quotas import Quotas
 from likeness.models.catalog import BaseModelCatalog
 from likeness.server.settings import Settings
 from likeness.storage.base import open_storage
@@ -59,7 +62,7 @@ class TrainerComponent:
         trainer_service = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
         self.service_names: tuple[str, ...] = () if self.role == "worker" else (trainer_service,)
         self.database = Database(settings.resolved_database_url)
-        self.store = JobStore(self.database)
+        self.store = JobStore(self.database, Quotas(self.database, settings.quota_limits))
         self.storage = open_storage(settings.storage_url, cache_dir=Path(settings.cache_dir) / "storage")
         self.catalog = BaseModelCatalog(settings.base_models, Path(settings.cache_dir) / "base-models")
         work_available, heartbeat_now = Wakeup(), Wakeup()
@@ -83,7 +86,14 @@ class TrainerComponent:
             work_available=work_available,
             heartbeat_now=heartbeat_now,
         )
-        self.servicer = TrainerServicer(self.jobs, self.follower)
+        eraser = Eraser(
+            self.database,
+            self.storage,
+            self.jobs,
+            PromptStore(self.database, self.storage),
+            replica_cache_bound_seconds=settings.subject_sweep_seconds,
+        )
+        self.servicer = TrainerServicer(self.jobs, self.follower, eraser)
         options = WorkerOptions(
             storage_url=settings.storage_url,
             base_models=settings.base_models,

@@ -14,10 +14,11 @@ import grpc
 
 from likeness.api.convert import timestamp
 from likeness.dataset.options import PhotoInput
+from likeness.erasure.eraser import Eraser, ErasureReceipt
 from likeness.errors import InvalidArgument
-from likeness.server.context import current_tenant
+from likeness.server.context import current_key_id, current_tenant, require_admin
 from likeness.storage.base import Storage
-from likeness.storage.layout import model_prefix
+from likeness.storage.layout import model_prefix, validate_tenant
 from likeness.trainer import datasets
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.jobs import TrainingJobs
@@ -299,12 +300,32 @@ def dataset_to_pb(manifest: Any, report: dict[str, Any]) -> pb.Dataset:
     )
 
 
+def receipt_to_pb(receipt: ErasureReceipt) -> pb.ErasureReceipt:
+    message = pb.ErasureReceipt(
+        erasure_id=receipt.erasure_id,
+        tenant=receipt.tenant,
+        dataset_ids=receipt.dataset_ids,
+        job_ids=receipt.job_ids,
+        model_ids=receipt.model_ids,
+        cancelled_job_ids=receipt.cancelled_job_ids,
+        gallery_entries_removed=receipt.gallery_entries_removed,
+        class_image_sets_removed=receipt.class_image_sets_removed,
+        files_removed=receipt.files_removed,
+        events_removed=receipt.events_removed,
+        api_keys_removed=receipt.api_keys_removed,
+        erase_time=timestamp(as_datetime(receipt.erase_time)),
+    )
+    message.replica_cache_bound.FromNanoseconds(int(receipt.replica_cache_bound_seconds * 1e9))
+    return message
+
+
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
     """Implements likeness.trainer.v1.TrainerService on the trainer's domain core."""
 
-    def __init__(self, jobs: TrainingJobs, follower: EventFollower) -> None:
+    def __init__(self, jobs: TrainingJobs, follower: EventFollower, eraser: Eraser) -> None:
         self.jobs = jobs
         self.follower = follower
+        self.eraser = eraser
         self.storage = jobs.storage
 
     async def _job_to_pb(self, record: JobRecord) -> pb.TrainingJob:
@@ -415,6 +436,26 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         return pb.DeleteTrainingJobResponse(
             job_id=record.job_id, files_removed=removed, events_removed=record.last_sequence
         )
+
+    async def EraseSubject(self, request: pb.EraseSubjectRequest, context) -> pb.EraseSubjectResponse:
+        kind = request.WhichOneof("subject")
+        if kind is None or not getattr(request, kind):
+            raise InvalidArgument("name the subject to erase: set dataset_id, job_id or model_id", field="subject")
+        receipt = await asyncio.to_thread(
+            self.eraser.erase_subject,
+            current_tenant(),
+            requested_by=current_key_id(),
+            **{kind: getattr(request, kind)},
+        )
+        return pb.EraseSubjectResponse(receipt=receipt_to_pb(receipt))
+
+    async def EraseTenant(self, request: pb.EraseTenantRequest, context) -> pb.EraseTenantResponse:
+        principal = require_admin("EraseTenant")
+        if not request.tenant:
+            raise InvalidArgument("must name the tenant to erase", field="tenant")
+        validate_tenant(request.tenant)
+        receipt = await asyncio.to_thread(self.eraser.erase_tenant, request.tenant, requested_by=principal.key_id)
+        return pb.EraseTenantResponse(receipt=receipt_to_pb(receipt))
 
     async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest, context) -> AsyncIterator[Any]:
         if request.after_sequence < 0:

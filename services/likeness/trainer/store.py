@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from likeness.controlplane.database import Database, db_now
 from likeness.controlplane.schema import datasets, job_events, job_leases, subject_models, training_jobs
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from likeness.identity.quotas import Quotas
 from likeness.storage.layout import new_id
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.states import TERMINAL_STATES, JobEventType, JobState, StopRequest
@@ -163,8 +164,10 @@ def event_from_row(row: Row) -> dict[str, Any]:
 class JobStore:
     """Training jobs and their events, datasets and subject models, as API replicas see them."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, quotas: Quotas | None = None) -> None:
         self.database = database
+        #: Per-tenant job and subject-model quotas, checked in the transaction that queues a job.
+        self.quotas = quotas
 
     # ---- creating ----------------------------------------------------------------------------------------
 
@@ -222,6 +225,8 @@ class JobStore:
                     if row is not None:
                         return JobRecord.from_row(row), True
                 self._check_capacity(connection, capacity)
+                if self.quotas is not None:
+                    self.quotas.check_new_job(connection, tenant)
                 connection.execute(
                     sa.insert(training_jobs).values(
                         job_id=job_id,
@@ -232,6 +237,7 @@ class JobStore:
                         base_model=config.base_model,
                         dataset_id=config.dataset_id,
                         model_id=new_id("sm"),
+                        class_images_key=config.class_images_key or None,
                         idempotency_key=idempotency_key or None,
                         create_time=db_now(),
                     )
@@ -462,6 +468,9 @@ def finish_job(
                 model_id=manifest["model_id"],
                 tenant=manifest["tenant"],
                 job_id=job_id,
+                dataset_id=sa.select(training_jobs.c.dataset_id)
+                .where(training_jobs.c.job_id == job_id)
+                .scalar_subquery(),
                 base_model=manifest["base_model"],
                 identifier=manifest["identifier"],
                 class_noun=manifest["class_noun"],

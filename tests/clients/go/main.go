@@ -1,5 +1,10 @@
 // End-to-end driver for the Go SDK: calls a running Likeness server and prints what it saw as JSON for
 // tests/clients/test_go_client.py to check.
+//
+//	likeness-e2e [-ca CA_FILE] [-key API_KEY] ADDRESS   the whole scenario (plaintext without -ca)
+//	likeness-e2e -probe ADDRESS                          one SearchPrompts call configured only by
+//	                                                     $LIKENESS_TLS_CA_FILE / $LIKENESS_API_KEY;
+//	                                                     prints {"code": "<status code>"}
 package main
 
 import (
@@ -7,11 +12,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	galleryv1 "github.com/likeness-ai/likeness/clients/go/gen/likeness/gallery/v1"
@@ -44,10 +51,27 @@ type report struct {
 	Missing        string   `json:"missing"`
 }
 
-func run(address string) (*report, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+type probeReport struct {
+	Code string `json:"code"`
+}
+
+// probe makes one call with TLS and the key taken from the environment only.
+func probe(address string) (*probeReport, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	clients, err := likeness.Dial(address)
+	if err != nil {
+		return nil, err
+	}
+	defer clients.Close()
+	_, err = clients.Gallery.SearchPrompts(ctx, &galleryv1.SearchPromptsRequest{Query: "probe"})
+	return &probeReport{Code: status.Code(err).String()}, nil
+}
+
+func run(address string, opts ...grpc.DialOption) (*report, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	clients, err := likeness.Dial(address, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +159,18 @@ func run(address string) (*report, error) {
 }
 
 func main() {
-	out, err := run(os.Args[1])
+	caFile := flag.String("ca", "", "PEM file of the CA to trust (TLS); plaintext when empty")
+	apiKey := flag.String("key", "", "API key to send")
+	probeOnly := flag.Bool("probe", false, "make one call configured by the environment")
+	flag.Parse()
+	address := flag.Arg(0)
+	var out interface{}
+	var err error
+	if *probeOnly {
+		out, err = probe(address)
+	} else {
+		out, err = run(address, likeness.WithTLSCAFile(*caFile), likeness.WithAPIKey(*apiKey))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e failed:", err)
 		os.Exit(1)

@@ -1,14 +1,40 @@
 // End-to-end driver for the TypeScript SDK: calls a running Likeness server and prints what it saw as JSON for
 // tests/clients/test_typescript_client.py to check. Compiled together with the SDK sources.
+//
+//   node e2e_driver.js ADDRESS [--ca CA_FILE] [--key API_KEY]   the whole scenario (plaintext without --ca)
+//   node e2e_driver.js ADDRESS --probe                          one SearchPrompts call configured only by
+//                                                               $LIKENESS_TLS_CA_FILE / $LIKENESS_API_KEY;
+//                                                               prints {"code": <status code, 0 on success>}
 import { createHash } from "crypto";
 
 import * as grpc from "@grpc/grpc-js";
 
 import { createClients, galleryv1, typev1, unary } from "./index";
 
+function flag(name: string): string {
+  const at = process.argv.indexOf(name);
+  return at > 0 ? process.argv[at + 1] : "";
+}
+
+async function probe(address: string): Promise<void> {
+  const likeness = createClients(address); // TLS and key from the environment only
+  try {
+    const code = await likeness
+      .searchPrompts({ query: "probe" }, { deadline: Date.now() + 10_000 })
+      .then(() => 0)
+      .catch((error: grpc.ServiceError) => error.code);
+    process.stdout.write(JSON.stringify({ code }) + "\n");
+  } finally {
+    likeness.close();
+  }
+}
+
 async function main(): Promise<void> {
   const address = process.argv[2];
-  const likeness = createClients(address, { reconnectBackoffMs: 10 });
+  if (process.argv.includes("--probe")) {
+    return probe(address);
+  }
+  const likeness = createClients(address, { reconnectBackoffMs: 10, tlsCaFile: flag("--ca"), apiKey: flag("--key") });
   try {
     await likeness.waitForReady(Date.now() + 10_000);
     const health = {

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from likeness.type.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
@@ -432,6 +433,64 @@ class DeleteTrainingJobResponse(_message.Message):
     files_removed: int
     events_removed: int
     def __init__(self, job_id: _Optional[str] = ..., files_removed: _Optional[int] = ..., events_removed: _Optional[int] = ...) -> None: ...
+
+class EraseSubjectRequest(_message.Message):
+    __slots__ = ("dataset_id", "job_id", "model_id")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    job_id: str
+    model_id: str
+    def __init__(self, dataset_id: _Optional[str] = ..., job_id: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class ErasureReceipt(_message.Message):
+    __slots__ = ("erasure_id", "tenant", "dataset_ids", "job_ids", "model_ids", "cancelled_job_ids", "gallery_entries_removed", "class_image_sets_removed", "files_removed", "events_removed", "api_keys_removed", "erase_time", "replica_cache_bound")
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_IDS_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_ENTRIES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CLASS_IMAGE_SETS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    API_KEYS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ERASE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_CACHE_BOUND_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    tenant: str
+    dataset_ids: _containers.RepeatedScalarFieldContainer[str]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    model_ids: _containers.RepeatedScalarFieldContainer[str]
+    cancelled_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    gallery_entries_removed: int
+    class_image_sets_removed: int
+    files_removed: int
+    events_removed: int
+    api_keys_removed: int
+    erase_time: _timestamp_pb2.Timestamp
+    replica_cache_bound: _duration_pb2.Duration
+    def __init__(self, erasure_id: _Optional[str] = ..., tenant: _Optional[str] = ..., dataset_ids: _Optional[_Iterable[str]] = ..., job_ids: _Optional[_Iterable[str]] = ..., model_ids: _Optional[_Iterable[str]] = ..., cancelled_job_ids: _Optional[_Iterable[str]] = ..., gallery_entries_removed: _Optional[int] = ..., class_image_sets_removed: _Optional[int] = ..., files_removed: _Optional[int] = ..., events_removed: _Optional[int] = ..., api_keys_removed: _Optional[int] = ..., erase_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replica_cache_bound: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class EraseSubjectResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: ErasureReceipt
+    def __init__(self, receipt: _Optional[_Union[ErasureReceipt, _Mapping]] = ...) -> None: ...
+
+class EraseTenantRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class EraseTenantResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: ErasureReceipt
+    def __init__(self, receipt: _Optional[_Union[ErasureReceipt, _Mapping]] = ...) -> None: ...
 
 class WatchTrainingJobRequest(_message.Message):
     __slots__ = ("after_sequence", "job_id")

@@ -77,6 +77,16 @@ class TrainerServiceStub:
                 request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobRequest.SerializeToString,
                 response_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobResponse.FromString,
                 _registered_method=True)
+        self.EraseSubject = channel.unary_unary(
+                '/likeness.trainer.v1.TrainerService/EraseSubject',
+                request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseSubjectRequest.SerializeToString,
+                response_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseSubjectResponse.FromString,
+                _registered_method=True)
+        self.EraseTenant = channel.unary_unary(
+                '/likeness.trainer.v1.TrainerService/EraseTenant',
+                request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseTenantRequest.SerializeToString,
+                response_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseTenantResponse.FromString,
+                _registered_method=True)
         self.WatchTrainingJob = channel.unary_stream(
                 '/likeness.trainer.v1.TrainerService/WatchTrainingJob',
                 request_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.WatchTrainingJobRequest.SerializeToString,
@@ -149,6 +159,24 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseSubject(self, request, context):
+        """Erases one subject: everything derived from its photos (the dataset, every job trained on it with its
+        checkpoints, events and validation images, the subject models they published with their exports, the
+        gallery entries generated with those models, class-image sets no other job uses). Queued and running jobs
+        are cancelled first. Inference replicas drop cached copies within the receipt's stated bound. Erasing it
+        again answers NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseTenant(self, request, context):
+        """Erases every subject, gallery entry, stored file, API key and quota setting of a tenant. Admin role only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTrainingJob(self, request, context):
         """Streams a job's events from a sequence number on, then live events until the job ends.
         A client that reconnects with the last sequence it saw loses nothing.
@@ -199,6 +227,16 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.DeleteTrainingJob,
                     request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobRequest.FromString,
                     response_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobResponse.SerializeToString,
+            ),
+            'EraseSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseSubject,
+                    request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseSubjectRequest.FromString,
+                    response_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseSubjectResponse.SerializeToString,
+            ),
+            'EraseTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseTenant,
+                    request_deserializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseTenantRequest.FromString,
+                    response_serializer=likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseTenantResponse.SerializeToString,
             ),
             'WatchTrainingJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTrainingJob,
@@ -425,6 +463,60 @@ class TrainerService:
             '/likeness.trainer.v1.TrainerService/DeleteTrainingJob',
             likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobRequest.SerializeToString,
             likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.DeleteTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.trainer.v1.TrainerService/EraseSubject',
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseSubjectRequest.SerializeToString,
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.trainer.v1.TrainerService/EraseTenant',
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseTenantRequest.SerializeToString,
+            likeness_dot_trainer_dot_v1_dot_trainer__service__pb2.EraseTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,14 @@ type TrainerServiceClient interface {
 	// Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
 	// dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
 	DeleteTrainingJob(ctx context.Context, in *DeleteTrainingJobRequest, opts ...grpc.CallOption) (*DeleteTrainingJobResponse, error)
+	// Erases one subject: everything derived from its photos (the dataset, every job trained on it with its
+	// checkpoints, events and validation images, the subject models they published with their exports, the
+	// gallery entries generated with those models, class-image sets no other job uses). Queued and running jobs
+	// are cancelled first. Inference replicas drop cached copies within the receipt's stated bound. Erasing it
+	// again answers NOT_FOUND.
+	EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*EraseSubjectResponse, error)
+	// Erases every subject, gallery entry, stored file, API key and quota setting of a tenant. Admin role only.
+	EraseTenant(ctx context.Context, in *EraseTenantRequest, opts ...grpc.CallOption) (*EraseTenantResponse, error)
 	// Streams a job's events from a sequence number on, then live events until the job ends.
 	// A client that reconnects with the last sequence it saw loses nothing.
 	WatchTrainingJob(ctx context.Context, in *WatchTrainingJobRequest, opts ...grpc.CallOption) (TrainerService_WatchTrainingJobClient, error)
@@ -146,6 +154,24 @@ func (c *trainerServiceClient) DeleteTrainingJob(ctx context.Context, in *Delete
 	return out, nil
 }
 
+func (c *trainerServiceClient) EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*EraseSubjectResponse, error) {
+	out := new(EraseSubjectResponse)
+	err := c.cc.Invoke(ctx, "/likeness.trainer.v1.TrainerService/EraseSubject", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trainerServiceClient) EraseTenant(ctx context.Context, in *EraseTenantRequest, opts ...grpc.CallOption) (*EraseTenantResponse, error) {
+	out := new(EraseTenantResponse)
+	err := c.cc.Invoke(ctx, "/likeness.trainer.v1.TrainerService/EraseTenant", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *trainerServiceClient) WatchTrainingJob(ctx context.Context, in *WatchTrainingJobRequest, opts ...grpc.CallOption) (TrainerService_WatchTrainingJobClient, error) {
 	stream, err := c.cc.NewStream(ctx, &_TrainerService_serviceDesc.Streams[1], "/likeness.trainer.v1.TrainerService/WatchTrainingJob", opts...)
 	if err != nil {
@@ -201,6 +227,14 @@ type TrainerServiceServer interface {
 	// Deletes a job that has ended, with its events, checkpoints and validation images (its subject model and
 	// dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
 	DeleteTrainingJob(context.Context, *DeleteTrainingJobRequest) (*DeleteTrainingJobResponse, error)
+	// Erases one subject: everything derived from its photos (the dataset, every job trained on it with its
+	// checkpoints, events and validation images, the subject models they published with their exports, the
+	// gallery entries generated with those models, class-image sets no other job uses). Queued and running jobs
+	// are cancelled first. Inference replicas drop cached copies within the receipt's stated bound. Erasing it
+	// again answers NOT_FOUND.
+	EraseSubject(context.Context, *EraseSubjectRequest) (*EraseSubjectResponse, error)
+	// Erases every subject, gallery entry, stored file, API key and quota setting of a tenant. Admin role only.
+	EraseTenant(context.Context, *EraseTenantRequest) (*EraseTenantResponse, error)
 	// Streams a job's events from a sequence number on, then live events until the job ends.
 	// A client that reconnects with the last sequence it saw loses nothing.
 	WatchTrainingJob(*WatchTrainingJobRequest, TrainerService_WatchTrainingJobServer) error
@@ -234,6 +268,12 @@ func (UnimplementedTrainerServiceServer) CancelTrainingJob(context.Context, *Can
 }
 func (UnimplementedTrainerServiceServer) DeleteTrainingJob(context.Context, *DeleteTrainingJobRequest) (*DeleteTrainingJobResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteTrainingJob not implemented")
+}
+func (UnimplementedTrainerServiceServer) EraseSubject(context.Context, *EraseSubjectRequest) (*EraseSubjectResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method EraseSubject not implemented")
+}
+func (UnimplementedTrainerServiceServer) EraseTenant(context.Context, *EraseTenantRequest) (*EraseTenantResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method EraseTenant not implemented")
 }
 func (UnimplementedTrainerServiceServer) WatchTrainingJob(*WatchTrainingJobRequest, TrainerService_WatchTrainingJobServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchTrainingJob not implemented")
@@ -403,6 +443,42 @@ func _TrainerService_DeleteTrainingJob_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TrainerService_EraseSubject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EraseSubjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrainerServiceServer).EraseSubject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/likeness.trainer.v1.TrainerService/EraseSubject",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrainerServiceServer).EraseSubject(ctx, req.(*EraseSubjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TrainerService_EraseTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EraseTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrainerServiceServer).EraseTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/likeness.trainer.v1.TrainerService/EraseTenant",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrainerServiceServer).EraseTenant(ctx, req.(*EraseTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TrainerService_WatchTrainingJob_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchTrainingJobRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -455,6 +531,14 @@ var _TrainerService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteTrainingJob",
 			Handler:    _TrainerService_DeleteTrainingJob_Handler,
+		},
+		{
+			MethodName: "EraseSubject",
+			Handler:    _TrainerService_EraseSubject_Handler,
+		},
+		{
+			MethodName: "EraseTenant",
+			Handler:    _TrainerService_EraseTenant_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

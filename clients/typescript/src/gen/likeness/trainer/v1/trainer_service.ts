@@ -19,6 +19,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import {
   EncodedImage,
@@ -641,6 +642,75 @@ export interface DeleteTrainingJobResponse {
   filesRemoved: number;
   /** Events removed from the control-plane database. */
   eventsRemoved: bigint;
+}
+
+/** Names the subject to erase by any one id of its lineage. */
+export interface EraseSubjectRequest {
+  /** The id naming the subject. */
+  subject?:
+    | //
+    /** The dataset of the subject's photos. */
+    { $case: "datasetId"; value: string }
+    | //
+    /** A training job that trained on them. */
+    { $case: "jobId"; value: string }
+    | //
+    /** A subject model trained from them. */
+    { $case: "modelId"; value: string }
+    | undefined;
+}
+
+/**
+ * What an erasure removed: ids and counts, nothing derived from the photos. Kept by the server as the record
+ * that the erasure happened.
+ */
+export interface ErasureReceipt {
+  /** The erasure's id. */
+  erasureId: string;
+  /** The tenant whose data was erased. */
+  tenant: string;
+  /** Datasets removed with their photos, crops and reports. */
+  datasetIds: string[];
+  /** Training jobs removed with their events, checkpoints, validation images and logs. */
+  jobIds: string[];
+  /** Subject models removed with their weights, exports and samples (ids reserved by unfinished jobs included). */
+  modelIds: string[];
+  /** Jobs that were queued or running and were cancelled first. */
+  cancelledJobIds: string[];
+  /** Gallery entries generated with the subject models, removed with their images. */
+  galleryEntriesRemoved: number;
+  /** Shared class-image sets that no other job used, removed. */
+  classImageSetsRemoved: number;
+  /** Files removed from shared storage. */
+  filesRemoved: bigint;
+  /** Job events removed from the control-plane database. */
+  eventsRemoved: bigint;
+  /** API keys removed (a tenant's erasure only). */
+  apiKeysRemoved: number;
+  /** When the erasure finished. */
+  eraseTime?:
+    | Date
+    | undefined;
+  /** Inference replicas drop their cached copies (memory and disk) within this long after erase_time. */
+  replicaCacheBound?: Duration | undefined;
+}
+
+/** The erasure's receipt. */
+export interface EraseSubjectResponse {
+  /** What was removed. */
+  receipt?: ErasureReceipt | undefined;
+}
+
+/** Names the tenant to erase. */
+export interface EraseTenantRequest {
+  /** The tenant's name. */
+  tenant: string;
+}
+
+/** The erasure's receipt. */
+export interface EraseTenantResponse {
+  /** What was removed. */
+  receipt?: ErasureReceipt | undefined;
 }
 
 /** Watches a job. */
@@ -4962,6 +5032,674 @@ export const DeleteTrainingJobResponse: MessageFns<DeleteTrainingJobResponse> = 
   },
 };
 
+function createBaseEraseSubjectRequest(): EraseSubjectRequest {
+  return { subject: undefined };
+}
+
+export const EraseSubjectRequest: MessageFns<EraseSubjectRequest> = {
+  encode(message: EraseSubjectRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.subject?.$case) {
+      case "datasetId":
+        writer.uint32(10).string(message.subject.value);
+        break;
+      case "jobId":
+        writer.uint32(18).string(message.subject.value);
+        break;
+      case "modelId":
+        writer.uint32(26).string(message.subject.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseSubjectRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseSubjectRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subject = { $case: "datasetId", value: reader.string() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.subject = { $case: "jobId", value: reader.string() };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.subject = { $case: "modelId", value: reader.string() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseSubjectRequest {
+    return {
+      subject: isSet(object.datasetId)
+        ? { $case: "datasetId", value: globalThis.String(object.datasetId) }
+        : isSet(object.dataset_id)
+        ? { $case: "datasetId", value: globalThis.String(object.dataset_id) }
+        : isSet(object.jobId)
+        ? { $case: "jobId", value: globalThis.String(object.jobId) }
+        : isSet(object.job_id)
+        ? { $case: "jobId", value: globalThis.String(object.job_id) }
+        : isSet(object.modelId)
+        ? { $case: "modelId", value: globalThis.String(object.modelId) }
+        : isSet(object.model_id)
+        ? { $case: "modelId", value: globalThis.String(object.model_id) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: EraseSubjectRequest): unknown {
+    const obj: any = {};
+    if (message.subject?.$case === "datasetId") {
+      obj.datasetId = message.subject.value;
+    } else if (message.subject?.$case === "jobId") {
+      obj.jobId = message.subject.value;
+    } else if (message.subject?.$case === "modelId") {
+      obj.modelId = message.subject.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EraseSubjectRequest>, I>>(base?: I): EraseSubjectRequest {
+    return EraseSubjectRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EraseSubjectRequest>, I>>(object: I): EraseSubjectRequest {
+    const message = createBaseEraseSubjectRequest();
+    switch (object.subject?.$case) {
+      case "datasetId": {
+        if (object.subject?.value !== undefined && object.subject?.value !== null) {
+          message.subject = { $case: "datasetId", value: object.subject.value };
+        }
+        break;
+      }
+      case "jobId": {
+        if (object.subject?.value !== undefined && object.subject?.value !== null) {
+          message.subject = { $case: "jobId", value: object.subject.value };
+        }
+        break;
+      }
+      case "modelId": {
+        if (object.subject?.value !== undefined && object.subject?.value !== null) {
+          message.subject = { $case: "modelId", value: object.subject.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseErasureReceipt(): ErasureReceipt {
+  return {
+    erasureId: "",
+    tenant: "",
+    datasetIds: [],
+    jobIds: [],
+    modelIds: [],
+    cancelledJobIds: [],
+    galleryEntriesRemoved: 0,
+    classImageSetsRemoved: 0,
+    filesRemoved: 0n,
+    eventsRemoved: 0n,
+    apiKeysRemoved: 0,
+    eraseTime: undefined,
+    replicaCacheBound: undefined,
+  };
+}
+
+export const ErasureReceipt: MessageFns<ErasureReceipt> = {
+  encode(message: ErasureReceipt, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.erasureId !== "") {
+      writer.uint32(10).string(message.erasureId);
+    }
+    if (message.tenant !== "") {
+      writer.uint32(18).string(message.tenant);
+    }
+    for (const v of message.datasetIds) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.jobIds) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.modelIds) {
+      writer.uint32(42).string(v!);
+    }
+    for (const v of message.cancelledJobIds) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.galleryEntriesRemoved !== 0) {
+      writer.uint32(56).int32(message.galleryEntriesRemoved);
+    }
+    if (message.classImageSetsRemoved !== 0) {
+      writer.uint32(64).int32(message.classImageSetsRemoved);
+    }
+    if (message.filesRemoved !== 0n) {
+      if (BigInt.asIntN(64, message.filesRemoved) !== message.filesRemoved) {
+        throw new globalThis.Error("value provided for field message.filesRemoved of type int64 too large");
+      }
+      writer.uint32(72).int64(message.filesRemoved);
+    }
+    if (message.eventsRemoved !== 0n) {
+      if (BigInt.asIntN(64, message.eventsRemoved) !== message.eventsRemoved) {
+        throw new globalThis.Error("value provided for field message.eventsRemoved of type int64 too large");
+      }
+      writer.uint32(80).int64(message.eventsRemoved);
+    }
+    if (message.apiKeysRemoved !== 0) {
+      writer.uint32(88).int32(message.apiKeysRemoved);
+    }
+    if (message.eraseTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.eraseTime), writer.uint32(98).fork()).join();
+    }
+    if (message.replicaCacheBound !== undefined) {
+      Duration.encode(message.replicaCacheBound, writer.uint32(106).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ErasureReceipt {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseErasureReceipt();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.erasureId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.datasetIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.jobIds.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.modelIds.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.cancelledJobIds.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.galleryEntriesRemoved = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.classImageSetsRemoved = reader.int32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.filesRemoved = reader.int64() as bigint;
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.eventsRemoved = reader.int64() as bigint;
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.apiKeysRemoved = reader.int32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.eraseTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.replicaCacheBound = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ErasureReceipt {
+    return {
+      erasureId: isSet(object.erasureId)
+        ? globalThis.String(object.erasureId)
+        : isSet(object.erasure_id)
+        ? globalThis.String(object.erasure_id)
+        : "",
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      datasetIds: globalThis.Array.isArray(object?.datasetIds)
+        ? object.datasetIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.dataset_ids)
+        ? object.dataset_ids.map((e: any) => globalThis.String(e))
+        : [],
+      jobIds: globalThis.Array.isArray(object?.jobIds)
+        ? object.jobIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.job_ids)
+        ? object.job_ids.map((e: any) => globalThis.String(e))
+        : [],
+      modelIds: globalThis.Array.isArray(object?.modelIds)
+        ? object.modelIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.model_ids)
+        ? object.model_ids.map((e: any) => globalThis.String(e))
+        : [],
+      cancelledJobIds: globalThis.Array.isArray(object?.cancelledJobIds)
+        ? object.cancelledJobIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.cancelled_job_ids)
+        ? object.cancelled_job_ids.map((e: any) => globalThis.String(e))
+        : [],
+      galleryEntriesRemoved: isSet(object.galleryEntriesRemoved)
+        ? globalThis.Number(object.galleryEntriesRemoved)
+        : isSet(object.gallery_entries_removed)
+        ? globalThis.Number(object.gallery_entries_removed)
+        : 0,
+      classImageSetsRemoved: isSet(object.classImageSetsRemoved)
+        ? globalThis.Number(object.classImageSetsRemoved)
+        : isSet(object.class_image_sets_removed)
+        ? globalThis.Number(object.class_image_sets_removed)
+        : 0,
+      filesRemoved: isSet(object.filesRemoved)
+        ? BigInt(object.filesRemoved)
+        : isSet(object.files_removed)
+        ? BigInt(object.files_removed)
+        : 0n,
+      eventsRemoved: isSet(object.eventsRemoved)
+        ? BigInt(object.eventsRemoved)
+        : isSet(object.events_removed)
+        ? BigInt(object.events_removed)
+        : 0n,
+      apiKeysRemoved: isSet(object.apiKeysRemoved)
+        ? globalThis.Number(object.apiKeysRemoved)
+        : isSet(object.api_keys_removed)
+        ? globalThis.Number(object.api_keys_removed)
+        : 0,
+      eraseTime: isSet(object.eraseTime)
+        ? fromJsonTimestamp(object.eraseTime)
+        : isSet(object.erase_time)
+        ? fromJsonTimestamp(object.erase_time)
+        : undefined,
+      replicaCacheBound: isSet(object.replicaCacheBound)
+        ? Duration.fromJSON(object.replicaCacheBound)
+        : isSet(object.replica_cache_bound)
+        ? Duration.fromJSON(object.replica_cache_bound)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ErasureReceipt): unknown {
+    const obj: any = {};
+    if (message.erasureId !== "") {
+      obj.erasureId = message.erasureId;
+    }
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.datasetIds?.length) {
+      obj.datasetIds = message.datasetIds;
+    }
+    if (message.jobIds?.length) {
+      obj.jobIds = message.jobIds;
+    }
+    if (message.modelIds?.length) {
+      obj.modelIds = message.modelIds;
+    }
+    if (message.cancelledJobIds?.length) {
+      obj.cancelledJobIds = message.cancelledJobIds;
+    }
+    if (message.galleryEntriesRemoved !== 0) {
+      obj.galleryEntriesRemoved = Math.round(message.galleryEntriesRemoved);
+    }
+    if (message.classImageSetsRemoved !== 0) {
+      obj.classImageSetsRemoved = Math.round(message.classImageSetsRemoved);
+    }
+    if (message.filesRemoved !== 0n) {
+      obj.filesRemoved = message.filesRemoved.toString();
+    }
+    if (message.eventsRemoved !== 0n) {
+      obj.eventsRemoved = message.eventsRemoved.toString();
+    }
+    if (message.apiKeysRemoved !== 0) {
+      obj.apiKeysRemoved = Math.round(message.apiKeysRemoved);
+    }
+    if (message.eraseTime !== undefined) {
+      obj.eraseTime = message.eraseTime.toISOString();
+    }
+    if (message.replicaCacheBound !== undefined) {
+      obj.replicaCacheBound = Duration.toJSON(message.replicaCacheBound);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ErasureReceipt>, I>>(base?: I): ErasureReceipt {
+    return ErasureReceipt.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ErasureReceipt>, I>>(object: I): ErasureReceipt {
+    const message = createBaseErasureReceipt();
+    message.erasureId = object.erasureId ?? "";
+    message.tenant = object.tenant ?? "";
+    message.datasetIds = object.datasetIds?.map((e) => e) || [];
+    message.jobIds = object.jobIds?.map((e) => e) || [];
+    message.modelIds = object.modelIds?.map((e) => e) || [];
+    message.cancelledJobIds = object.cancelledJobIds?.map((e) => e) || [];
+    message.galleryEntriesRemoved = object.galleryEntriesRemoved ?? 0;
+    message.classImageSetsRemoved = object.classImageSetsRemoved ?? 0;
+    message.filesRemoved = (object.filesRemoved !== undefined && object.filesRemoved !== null)
+      ? BigInt(object.filesRemoved)
+      : 0n;
+    message.eventsRemoved = (object.eventsRemoved !== undefined && object.eventsRemoved !== null)
+      ? BigInt(object.eventsRemoved)
+      : 0n;
+    message.apiKeysRemoved = object.apiKeysRemoved ?? 0;
+    message.eraseTime = object.eraseTime ?? undefined;
+    message.replicaCacheBound = (object.replicaCacheBound !== undefined && object.replicaCacheBound !== null)
+      ? Duration.fromPartial(object.replicaCacheBound)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseEraseSubjectResponse(): EraseSubjectResponse {
+  return { receipt: undefined };
+}
+
+export const EraseSubjectResponse: MessageFns<EraseSubjectResponse> = {
+  encode(message: EraseSubjectResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.receipt !== undefined) {
+      ErasureReceipt.encode(message.receipt, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseSubjectResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseSubjectResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.receipt = ErasureReceipt.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseSubjectResponse {
+    return { receipt: isSet(object.receipt) ? ErasureReceipt.fromJSON(object.receipt) : undefined };
+  },
+
+  toJSON(message: EraseSubjectResponse): unknown {
+    const obj: any = {};
+    if (message.receipt !== undefined) {
+      obj.receipt = ErasureReceipt.toJSON(message.receipt);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EraseSubjectResponse>, I>>(base?: I): EraseSubjectResponse {
+    return EraseSubjectResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EraseSubjectResponse>, I>>(object: I): EraseSubjectResponse {
+    const message = createBaseEraseSubjectResponse();
+    message.receipt = (object.receipt !== undefined && object.receipt !== null)
+      ? ErasureReceipt.fromPartial(object.receipt)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseEraseTenantRequest(): EraseTenantRequest {
+  return { tenant: "" };
+}
+
+export const EraseTenantRequest: MessageFns<EraseTenantRequest> = {
+  encode(message: EraseTenantRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseTenantRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseTenantRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseTenantRequest {
+    return { tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "" };
+  },
+
+  toJSON(message: EraseTenantRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EraseTenantRequest>, I>>(base?: I): EraseTenantRequest {
+    return EraseTenantRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EraseTenantRequest>, I>>(object: I): EraseTenantRequest {
+    const message = createBaseEraseTenantRequest();
+    message.tenant = object.tenant ?? "";
+    return message;
+  },
+};
+
+function createBaseEraseTenantResponse(): EraseTenantResponse {
+  return { receipt: undefined };
+}
+
+export const EraseTenantResponse: MessageFns<EraseTenantResponse> = {
+  encode(message: EraseTenantResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.receipt !== undefined) {
+      ErasureReceipt.encode(message.receipt, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseTenantResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseTenantResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.receipt = ErasureReceipt.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseTenantResponse {
+    return { receipt: isSet(object.receipt) ? ErasureReceipt.fromJSON(object.receipt) : undefined };
+  },
+
+  toJSON(message: EraseTenantResponse): unknown {
+    const obj: any = {};
+    if (message.receipt !== undefined) {
+      obj.receipt = ErasureReceipt.toJSON(message.receipt);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EraseTenantResponse>, I>>(base?: I): EraseTenantResponse {
+    return EraseTenantResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EraseTenantResponse>, I>>(object: I): EraseTenantResponse {
+    const message = createBaseEraseTenantResponse();
+    message.receipt = (object.receipt !== undefined && object.receipt !== null)
+      ? ErasureReceipt.fromPartial(object.receipt)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseWatchTrainingJobRequest(): WatchTrainingJobRequest {
   return { afterSequence: 0n, jobId: "" };
 }
@@ -5725,6 +6463,33 @@ export const TrainerServiceService = {
     responseDeserialize: (value: Buffer): DeleteTrainingJobResponse => DeleteTrainingJobResponse.decode(value),
   },
   /**
+   * Erases one subject: everything derived from its photos (the dataset, every job trained on it with its
+   * checkpoints, events and validation images, the subject models they published with their exports, the
+   * gallery entries generated with those models, class-image sets no other job uses). Queued and running jobs
+   * are cancelled first. Inference replicas drop cached copies within the receipt's stated bound. Erasing it
+   * again answers NOT_FOUND.
+   */
+  eraseSubject: {
+    path: "/likeness.trainer.v1.TrainerService/EraseSubject" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EraseSubjectRequest): Buffer => Buffer.from(EraseSubjectRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EraseSubjectRequest => EraseSubjectRequest.decode(value),
+    responseSerialize: (value: EraseSubjectResponse): Buffer =>
+      Buffer.from(EraseSubjectResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EraseSubjectResponse => EraseSubjectResponse.decode(value),
+  },
+  /** Erases every subject, gallery entry, stored file, API key and quota setting of a tenant. Admin role only. */
+  eraseTenant: {
+    path: "/likeness.trainer.v1.TrainerService/EraseTenant" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EraseTenantRequest): Buffer => Buffer.from(EraseTenantRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EraseTenantRequest => EraseTenantRequest.decode(value),
+    responseSerialize: (value: EraseTenantResponse): Buffer => Buffer.from(EraseTenantResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EraseTenantResponse => EraseTenantResponse.decode(value),
+  },
+  /**
    * Streams a job's events from a sequence number on, then live events until the job ends.
    * A client that reconnects with the last sequence it saw loses nothing.
    */
@@ -5767,6 +6532,16 @@ export interface TrainerServiceServer extends UntypedServiceImplementation {
    * dataset stay); FAILED_PRECONDITION while it is queued or running: cancel it first.
    */
   deleteTrainingJob: handleUnaryCall<DeleteTrainingJobRequest, DeleteTrainingJobResponse>;
+  /**
+   * Erases one subject: everything derived from its photos (the dataset, every job trained on it with its
+   * checkpoints, events and validation images, the subject models they published with their exports, the
+   * gallery entries generated with those models, class-image sets no other job uses). Queued and running jobs
+   * are cancelled first. Inference replicas drop cached copies within the receipt's stated bound. Erasing it
+   * again answers NOT_FOUND.
+   */
+  eraseSubject: handleUnaryCall<EraseSubjectRequest, EraseSubjectResponse>;
+  /** Erases every subject, gallery entry, stored file, API key and quota setting of a tenant. Admin role only. */
+  eraseTenant: handleUnaryCall<EraseTenantRequest, EraseTenantResponse>;
   /**
    * Streams a job's events from a sequence number on, then live events until the job ends.
    * A client that reconnects with the last sequence it saw loses nothing.
@@ -5912,6 +6687,44 @@ export interface TrainerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteTrainingJobResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Erases one subject: everything derived from its photos (the dataset, every job trained on it with its
+   * checkpoints, events and validation images, the subject models they published with their exports, the
+   * gallery entries generated with those models, class-image sets no other job uses). Queued and running jobs
+   * are cancelled first. Inference replicas drop cached copies within the receipt's stated bound. Erasing it
+   * again answers NOT_FOUND.
+   */
+  eraseSubject(
+    request: EraseSubjectRequest,
+    callback: (error: ServiceError | null, response: EraseSubjectResponse) => void,
+  ): ClientUnaryCall;
+  eraseSubject(
+    request: EraseSubjectRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EraseSubjectResponse) => void,
+  ): ClientUnaryCall;
+  eraseSubject(
+    request: EraseSubjectRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EraseSubjectResponse) => void,
+  ): ClientUnaryCall;
+  /** Erases every subject, gallery entry, stored file, API key and quota setting of a tenant. Admin role only. */
+  eraseTenant(
+    request: EraseTenantRequest,
+    callback: (error: ServiceError | null, response: EraseTenantResponse) => void,
+  ): ClientUnaryCall;
+  eraseTenant(
+    request: EraseTenantRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EraseTenantResponse) => void,
+  ): ClientUnaryCall;
+  eraseTenant(
+    request: EraseTenantRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EraseTenantResponse) => void,
   ): ClientUnaryCall;
   /**
    * Streams a job's events from a sequence number on, then live events until the job ends.

@@ -1,0 +1,1 @@
+"""Erasure of subjects and tenants (likeness.erasure.eraser)."""
