@@ -6,6 +6,7 @@ memory, and another subject of the same tenant is untouched. Then a tenant's era
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ import grpc
 import pytest
 
 from likeness import errors
+from likeness.cli.main import main
 from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
@@ -219,7 +221,7 @@ def test_erase_subject_needs_one_id(cluster) -> None:
         assert "dataset_id, job_id or model_id" in raised.value.details()
 
 
-def test_erasing_a_tenant_is_for_admins_and_takes_everything(cluster) -> None:
+def test_erasing_a_tenant_is_for_admins_and_takes_everything(cluster, capsys) -> None:
     tenant = "gone-co"
     database = Database(cluster["database_url"])
     key = ApiKeys(database).create(tenant)[1]
@@ -229,13 +231,17 @@ def test_erasing_a_tenant_is_for_admins_and_takes_everything(cluster) -> None:
     client.record_prompt("a private lighthouse", subject_model_id=subject["model"], image=photo_bytes(30, 64))
     with pytest.raises(errors.PermissionDenied, match="admin"):
         client.erase_tenant(tenant)
-    with LikenessClient(cluster["a"].address, api_key=cluster["admin_key"], timeout=120) as admin:
-        receipt = admin.erase_tenant(tenant)
-        assert receipt.tenant == tenant and receipt.api_keys_removed == 1
-        assert list(receipt.dataset_ids) == [subject["dataset"]] and subject["model"] in receipt.model_ids
-        assert receipt.gallery_entries_removed == 1
-        with pytest.raises(errors.NotFound):
-            admin.erase_tenant(tenant)
+    address = ["--address", cluster["a"].address, "--api-key", cluster["admin_key"]]
+    assert main(["erase", "tenant", tenant, *address]) == 2  # asks for --yes first
+    capsys.readouterr()
+    assert main(["erase", "tenant", tenant, "--yes", *address]) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["tenant"] == tenant and receipt["api_keys_removed"] == 1
+    assert receipt["dataset_ids"] == [subject["dataset"]] and subject["model"] in receipt["model_ids"]
+    assert receipt["gallery_entries_removed"] == 1
+    admin = LikenessClient(cluster["a"].address, api_key=cluster["admin_key"], timeout=120)
+    with admin, pytest.raises(errors.NotFound):
+        admin.erase_tenant(tenant)
     assert cluster["storage"].list(f"tenants/{tenant}") == []
     with pytest.raises(errors.Unauthenticated):
         client.list_training_jobs()

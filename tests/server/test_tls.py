@@ -12,13 +12,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
-from tls_certs import make_certificates
+from tls_certs import make_certificates, make_client_certificate
 
 from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
-from likeness.errors import FailedPrecondition, InvalidArgument, Unavailable
+from likeness.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
 from likeness.gallery.service import GalleryComponent
 from likeness.identity.keys import ApiKeys
 from likeness.server import metrics
@@ -75,6 +76,49 @@ def test_grpc_over_tls_with_a_key_and_certificate_rotation(tmp_path) -> None:
         time.sleep(0.05)
         with LikenessClient(address, api_key=key, tls_ca_file=str(second.ca_file)) as client:
             assert client.search_prompts("lighthouse").results
+
+    async def main() -> None:
+        async with serve_components([GalleryComponent(settings)], settings) as running:
+            await asyncio.to_thread(calls, running.address)
+
+    asyncio.run(main())
+
+
+def test_client_certificates_name_the_tenant_of_callers_without_a_key(tmp_path) -> None:
+    certs = make_certificates(tmp_path / "certs", "mtls")
+    database = Database(f"sqlite:///{tmp_path / 'likeness.db'}")
+    migrate(database)
+    _, beta_key = ApiKeys(database).create("beta")
+    database.dispose()
+    settings = Settings(
+        storage_url=str(tmp_path / "storage"),
+        cache_dir=str(tmp_path / "cache"),
+        database_url=f"sqlite:///{tmp_path / 'likeness.db'}",
+        auth="api-key",
+        tls_cert_file=str(certs.cert_file),
+        tls_key_file=str(certs.key_file),
+        tls_client_ca_file=str(certs.ca_file),
+        mtls_tenants=True,
+    )
+
+    def credentials(common_name: str) -> grpc.ChannelCredentials:
+        cert_file, key_file = make_client_certificate(certs, tmp_path / "certs", common_name)
+        return grpc.ssl_channel_credentials(certs.ca_file.read_bytes(), key_file.read_bytes(), cert_file.read_bytes())
+
+    def calls(address: str) -> None:
+        with LikenessClient(address, api_key="", credentials=credentials("acme")) as acme:
+            acme.record_prompt("an acme lighthouse")
+            assert [r.prompt.prompt for r in acme.search_prompts("lighthouse").results] == ["an acme lighthouse"]
+        # A key still wins over the certificate: the same certificate with beta's key acts as beta.
+        with LikenessClient(address, api_key=beta_key, credentials=credentials("acme")) as beta:
+            assert beta.search_prompts("lighthouse").results == []
+        odd = LikenessClient(address, api_key="", credentials=credentials("Not A Tenant"))
+        with odd, pytest.raises(Unauthenticated, match="common name"):
+            odd.search_prompts("lighthouse")
+        no_certificate = grpc.ssl_channel_credentials(certs.ca_file.read_bytes())
+        bare = LikenessClient(address, api_key=beta_key, credentials=no_certificate, timeout=3, max_reconnects=0)
+        with bare, pytest.raises(Unavailable):  # the handshake itself fails: no client certificate
+            bare.search_prompts("lighthouse")
 
     async def main() -> None:
         async with serve_components([GalleryComponent(settings)], settings) as running:

@@ -19,6 +19,8 @@ SUBCOMMAND_MODULES = (
     "likeness.cli.serve_cmd",
     "likeness.cli.db_cmd",
     "likeness.cli.keys_cmd",
+    "likeness.cli.erase_cmd",
+    "likeness.cli.quotas_cmd",
     "likeness.cli.models_cmd",
     "likeness.cli.prepare_cmd",
     "likeness.cli.train_cmd",

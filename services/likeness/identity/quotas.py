@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from likeness.controlplane.database import Database, db_now
 from likeness.controlplane.schema import image_usage, subject_models, tenant_quotas, training_jobs
 from likeness.errors import InvalidArgument, ResourceExhausted
+from likeness.storage.layout import validate_tenant
 
 #: Seconds of the fixed window the images-per-minute quota counts in.
 IMAGE_WINDOW_SECONDS = 60
@@ -77,19 +78,20 @@ class Quotas:
         return limits
 
     def set_override(self, tenant: str, **limits: int | None) -> QuotaLimits:
-        """Set (an int, 0 = unlimited) or clear (None) a tenant's overrides; returns the effective limits."""
+        """Set (an int, 0 = unlimited) or clear (None) the named overrides of a tenant, leaving the others as
+        they are; returns the effective limits."""
         unknown = set(limits) - set(LIMIT_NAMES)
         if unknown:
             raise InvalidArgument(f"unknown quota {sorted(unknown)[0]!r}; known: {', '.join(LIMIT_NAMES)}")
         for name, value in limits.items():
             if value is not None and value < 0:
                 raise InvalidArgument("must be 0 (unlimited) or positive", field=name)
-        values = {name: limits.get(name) for name in LIMIT_NAMES}
+        validate_tenant(tenant)
         with self.database.transaction() as connection:
             connection.execute(
                 self.database.insert(tenant_quotas)
-                .values(tenant=tenant, update_time=db_now(), **values)
-                .on_conflict_do_update(index_elements=["tenant"], set_={**values, "update_time": db_now()})
+                .values(tenant=tenant, update_time=db_now(), **limits)
+                .on_conflict_do_update(index_elements=["tenant"], set_={**limits, "update_time": db_now()})
             )
         with self._lock:
             self._cache.pop(tenant, None)
