@@ -7,6 +7,12 @@
   authentication, one with TLS and `--auth api-key`; the same 64 px 20-step generation alternates between them
   (warm-up first), and the figure is the median of per-pair ratios (TLS + key over plaintext).
 
+* `security.erasure_residue_files`: the scenario of tests/erasure_scenario.py (two replicas on one database and
+  a moto_server S3 bucket, two subjects of one tenant trained with prior preservation, checkpoints and
+  validation images, generations recorded from both replicas), then EraseSubject on one; after the stated
+  replica bound, the places (storage keys, database rows, files in either replica's disk cache) still holding a
+  byte-identical copy of one of its files or one of its ids. The other subject must still be whole.
+
 Run: `python bench/bench_security.py` (prints the figures) or import `run()`.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -25,7 +32,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_inference import _request, _ServiceProcess, _through_service  # noqa: E402
 from cross_tenant import probe_every_rpc, tenant_with_everything  # noqa: E402
+from erasure_scan import fingerprint, residue, still_present  # noqa: E402
+from erasure_scenario import SWEEP_SECONDS, TENANT, erasure_cluster, generate, loaded, subject_photos, train  # noqa: E402
 from tls_certs import make_certificates  # noqa: E402
+from trainer_helpers import wait_for  # noqa: E402
 
 from likeness.client import LikenessClient  # noqa: E402
 from likeness.controlplane.database import Database  # noqa: E402
@@ -34,7 +44,7 @@ from likeness.identity.keys import ApiKeys  # noqa: E402
 from likeness.server.embedded import EmbeddedServer  # noqa: E402
 from likeness.server.settings import Settings  # noqa: E402
 
-PAIRS = 15
+PAIRS = 41
 
 
 def _keys(database_url: str, *tenants: str) -> list[str]:
@@ -56,6 +66,37 @@ def cross_tenant(work: Path) -> tuple[int, int]:
             ids = tenant_with_everything(client)
         pairs, leaks = probe_every_rpc(server.address, ids, key_a, key_b)
     return pairs, len(leaks)
+
+
+def erasure_residue(work: Path) -> tuple[int, int, float]:
+    """(places still holding the erased subject, files of it fingerprinted, seconds the erasure took)."""
+    with erasure_cluster(work / "erasure") as cluster:
+        a, b = cluster.client(cluster.a), cluster.client(cluster.b)
+        erased = train(a, 0, "a photo of a dog, erased")
+        kept = train(a, 10, "a photo of a dog, kept")
+        prompts = [generate(a, erased["model"], record=True), generate(b, erased["model"], record=True, seed=8)]
+        generate(b, kept["model"], record=False)
+        files = fingerprint(
+            cluster.storage,
+            TENANT,
+            dataset_ids=[erased["dataset"]],
+            job_ids=[erased["job"]],
+            model_ids=[erased["model"]],
+            prompt_ids=prompts,
+            uploaded=[data for _, data in subject_photos(0)],
+        )
+        kept_files = fingerprint(
+            cluster.storage, TENANT, dataset_ids=[kept["dataset"]], job_ids=[kept["job"]], model_ids=[kept["model"]]
+        )
+        started = time.perf_counter()
+        a.erase_subject(model_id=erased["model"])
+        seconds = time.perf_counter() - started
+        wait_for(lambda: erased["model"] not in loaded(b), 30, what="replica B to forget the subject")
+        time.sleep(SWEEP_SECONDS * 2)
+        found = residue(files, cluster.storage, cluster.database_url, cluster.local_dirs)
+        if still_present(kept_files, cluster.storage) != len(kept_files.hashes):
+            raise AssertionError("the erasure touched the other subject")
+    return len(found), files.files, seconds
 
 
 def auth_overhead(work: Path) -> float:
@@ -98,12 +139,17 @@ def auth_overhead(work: Path) -> float:
 def run() -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="likeness-security-bench-"))
     pairs, leaks = cross_tenant(work)
+    residue_files, fingerprinted, erase_seconds = erasure_residue(work)
     ratio = auth_overhead(work)
     return [
         {"name": "security.cross_tenant_pairs_tried", "value": pairs, "unit": "pairs", "goal": "",
          "note": "every RPC from the service descriptors, B's key with A's ids in every id field"},
         {"name": "security.cross_tenant_leaks", "value": leaks, "unit": "leaks", "goal": "<= 0",
          "note": "lookups not NOT_FOUND, filtered lists not empty, or responses carrying A's ids"},
+        {"name": "security.erasure_residue_files", "value": residue_files, "unit": "files", "goal": "<= 0",
+         "note": f"copies of the erased subject's {fingerprinted} files (by SHA-256) or rows naming it, in S3, the "
+                 f"database and two replicas' disk caches, after the {SWEEP_SECONDS} s replica bound; "
+                 f"EraseSubject took {erase_seconds:.2f} s"},
         {"name": "security.auth_overhead_ratio", "value": round(ratio, 3), "unit": "x", "goal": "<= 1.02",
          "note": f"TLS + API key vs plaintext without, 64 px 20-step generation, median of {PAIRS} alternated pairs"},
     ]  # fmt: skip

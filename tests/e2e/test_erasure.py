@@ -5,12 +5,10 @@ memory, and another subject of the same tenant is untouched. Then a tenant's era
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -20,120 +18,30 @@ from likeness import errors
 from likeness.cli.main import main
 from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
-from likeness.controlplane.migrate import migrate
-from likeness.identity.keys import ApiKeys, Role
-from likeness.server.embedded import EmbeddedServer
-from likeness.server.settings import Settings
-from likeness.storage.base import open_storage
+from likeness.identity.keys import ApiKeys
 from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from erasure_scan import fingerprint, residue, still_present
-from s3_server import BUCKET, MotoUnavailable, moto_s3
+from erasure_scenario import SWEEP_SECONDS, TENANT, erasure_cluster, generate, loaded, spec, subject_photos, train
+from s3_server import MotoUnavailable
 from trainer_helpers import photo_bytes, wait_for
-
-SWEEP_SECONDS = 0.5
-TENANT = "acme"
-
-
-def subject_photos(first: int) -> list[tuple[str, bytes]]:
-    return [(f"photo-{i}.png", photo_bytes(i, 96)) for i in range(first, first + 3)]
-
-
-def spec(dataset_id: str, class_prompt: str, steps: int = 2) -> trainer_pb.TrainingJobSpec:
-    return trainer_pb.TrainingJobSpec(
-        base_model="toy-sd15",
-        class_noun="dog",
-        method=types_pb2.TRAINING_METHOD_LORA,
-        dataset_id=dataset_id,
-        hyperparameters=trainer_pb.Hyperparameters(max_train_steps=steps, seed=1),
-        lora=trainer_pb.LoraConfig(rank=4),
-        prior_preservation=trainer_pb.PriorPreservation(enabled=True, class_prompt=class_prompt, num_class_images=2),
-        validation=trainer_pb.ValidationConfig(prompts=["a photo of {subject}"], every_n_steps=1),
-        checkpointing=trainer_pb.CheckpointConfig(every_n_steps=1),
-    )
-
-
-def train(client: LikenessClient, first_photo: int, class_prompt: str) -> dict[str, str]:
-    dataset = client.prepare_dataset(
-        subject_photos(first_photo), trainer_pb.DatasetOptions(base_model="toy-sd15")
-    ).dataset
-    job = client.create_training_job(spec(dataset.dataset_id, class_prompt)).job
-    done = wait_for(
-        lambda: (j := client.get_training_job(job.job_id)).state == trainer_pb.JOB_STATE_SUCCEEDED and j,
-        300,
-        what="training",
-    )
-    return {"dataset": dataset.dataset_id, "job": job.job_id, "model": done.subject_model_id}
-
-
-def generate(client: LikenessClient, model_id: str, *, record: bool, seed: int = 7) -> str:
-    result = client.generate(
-        prompt="a photo of {subject} on a beach",
-        subject_model_id=model_id,
-        parameters=types_pb2.GenerationParameters(num_inference_steps=2, seed=seed),
-        record_in_gallery=record,
-    )
-    return result.images[0].gallery_prompt_id
-
-
-def loaded(client: LikenessClient) -> set[str]:
-    return {subject.model.model_id for subject in client.get_server_status().loaded_subjects}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Trainer + inference + gallery (replica A) and a second inference replica (B) on one database and one
-    S3 bucket, each with its own disk cache; API keys on."""
-    root = tmp_path_factory.mktemp("erasure")
     try:
-        moto = moto_s3(root)
-        endpoint = moto.__enter__()
+        with erasure_cluster(tmp_path_factory.mktemp("erasure")) as running:
+            yield running
     except MotoUnavailable as error:
         pytest.skip(str(error))
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("LIKENESS_S3_ENDPOINT_URL", endpoint)
-    base = Settings(
-        storage_url=f"s3://{BUCKET}/erasure-{uuid.uuid4().hex[:8]}",
-        database_url=f"sqlite:///{root / 'likeness.db'}",
-        auth="api-key",
-        auth_cache_seconds=0,
-        device="cpu",
-        subject_sweep_seconds=SWEEP_SECONDS,
-    )
-    settings_a = dataclasses.replace(base, cache_dir=str(root / "cache-a"))
-    settings_b = dataclasses.replace(base, cache_dir=str(root / "cache-b"))
-    database = Database(base.database_url)
-    migrate(database)
-    keys = ApiKeys(database)
-    user_key = keys.create(TENANT)[1]
-    admin_key = keys.create("operators", Role.ADMIN)[1]
-    database.dispose()
-    try:
-        with (
-            EmbeddedServer(settings_a, ["trainer", "inference", "gallery"]) as server_a,
-            EmbeddedServer(settings_b, ["inference"]) as server_b,
-        ):
-            yield {
-                "a": server_a,
-                "b": server_b,
-                "user_key": user_key,
-                "admin_key": admin_key,
-                "storage": open_storage(base.storage_url, cache_dir=root / "scan-cache"),
-                "database_url": base.database_url,
-                "local_dirs": [root / "cache-a", root / "cache-b"],
-            }
-    finally:
-        monkeypatch.undo()
-        moto.__exit__(None, None, None)
 
 
 def test_erasing_a_subject_leaves_no_copy_anywhere(cluster) -> None:
-    a = LikenessClient(cluster["a"].address, api_key=cluster["user_key"], timeout=120)
-    b = LikenessClient(cluster["b"].address, api_key=cluster["user_key"], timeout=120)
-    storage = cluster["storage"]
+    a = LikenessClient(cluster.a.address, api_key=cluster.user_key, timeout=120)
+    b = LikenessClient(cluster.b.address, api_key=cluster.user_key, timeout=120)
+    storage = cluster.storage
     erased = train(a, 0, "a photo of a dog, erasure only")
     kept = train(a, 10, "a photo of a dog, kept")
     prompts = [generate(a, erased["model"], record=True), generate(b, erased["model"], record=True, seed=8)]
@@ -156,7 +64,7 @@ def test_erasing_a_subject_leaves_no_copy_anywhere(cluster) -> None:
     )
     assert erased_files.files >= 10 and len(erased_files.hashes) >= 10, erased_files
     # The scan finds the subject before the erasure: in storage, and in both replicas' disk caches.
-    before = residue(erased_files, storage, cluster["database_url"], cluster["local_dirs"])
+    before = residue(erased_files, storage, cluster.database_url, cluster.local_dirs)
     assert any(place.startswith("storage") for place in before), before
     on_disk = [place for place in before if place.startswith("disk")]
     assert any("/cache-a/" in place for place in on_disk) and any("/cache-b/" in place for place in on_disk), before
@@ -183,7 +91,7 @@ def test_erasing_a_subject_leaves_no_copy_anywhere(cluster) -> None:
     wait_for(lambda: erased["model"] not in loaded(b), 10 * SWEEP_SECONDS + 5, what="replica B to forget the subject")
     assert erased["model"] not in loaded(a)
     time.sleep(SWEEP_SECONDS * 2)  # the sweep's disk cleanup runs right after it forgets the subject
-    found = residue(erased_files, storage, cluster["database_url"], cluster["local_dirs"])
+    found = residue(erased_files, storage, cluster.database_url, cluster.local_dirs)
     assert found == [], found
     # The other subject of the same tenant is whole and still serves from both replicas.
     assert still_present(kept_files, storage) == len(kept_files.hashes)
@@ -210,7 +118,7 @@ def _generate_outcome(client: LikenessClient, model_id: str) -> str:
 
 
 def test_erase_subject_needs_one_id(cluster) -> None:
-    with grpc.insecure_channel(cluster["a"].address) as channel:
+    with grpc.insecure_channel(cluster.a.address) as channel:
         from likeness.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
 
         stub = trainer_grpc.TrainerServiceStub(channel)
@@ -223,15 +131,15 @@ def test_erase_subject_needs_one_id(cluster) -> None:
 
 def test_erasing_a_tenant_is_for_admins_and_takes_everything(cluster, capsys) -> None:
     tenant = "gone-co"
-    database = Database(cluster["database_url"])
+    database = Database(cluster.database_url)
     key = ApiKeys(database).create(tenant)[1]
     database.dispose()
-    client = LikenessClient(cluster["a"].address, api_key=key, timeout=120)
+    client = LikenessClient(cluster.a.address, api_key=key, timeout=120)
     subject = train(client, 20, "a photo of a dog, gone-co")
     client.record_prompt("a private lighthouse", subject_model_id=subject["model"], image=photo_bytes(30, 64))
     with pytest.raises(errors.PermissionDenied, match="admin"):
         client.erase_tenant(tenant)
-    address = ["--address", cluster["a"].address, "--api-key", cluster["admin_key"]]
+    address = ["--address", cluster.a.address, "--api-key", cluster.admin_key]
     assert main(["erase", "tenant", tenant, *address]) == 2  # asks for --yes first
     capsys.readouterr()
     assert main(["erase", "tenant", tenant, "--yes", *address]) == 0
@@ -239,13 +147,13 @@ def test_erasing_a_tenant_is_for_admins_and_takes_everything(cluster, capsys) ->
     assert receipt["tenant"] == tenant and receipt["api_keys_removed"] == 1
     assert receipt["dataset_ids"] == [subject["dataset"]] and subject["model"] in receipt["model_ids"]
     assert receipt["gallery_entries_removed"] == 1
-    admin = LikenessClient(cluster["a"].address, api_key=cluster["admin_key"], timeout=120)
+    admin = LikenessClient(cluster.a.address, api_key=cluster.admin_key, timeout=120)
     with admin, pytest.raises(errors.NotFound):
         admin.erase_tenant(tenant)
-    assert cluster["storage"].list(f"tenants/{tenant}") == []
+    assert cluster.storage.list(f"tenants/{tenant}") == []
     with pytest.raises(errors.Unauthenticated):
         client.list_training_jobs()
-    engine_url = cluster["database_url"]
+    engine_url = cluster.database_url
     database = Database(engine_url)
     with database.read() as connection:
         from likeness.controlplane.schema import erasures, metadata

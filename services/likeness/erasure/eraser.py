@@ -41,6 +41,7 @@ from likeness.controlplane.schema import (
     tenant_quotas,
     training_jobs,
 )
+from likeness.enums import ValueEnum
 from likeness.errors import InvalidArgument, NotFound, Unavailable
 from likeness.gallery.store import PromptStore
 from likeness.storage.base import Storage
@@ -62,7 +63,9 @@ CANCEL_WAIT_SECONDS = 60.0
 _TERMINAL = [state.value for state in TERMINAL_STATES]
 
 
-class Scope:
+class Scope(ValueEnum):
+    """What an erasure took: one subject's lineage, or a whole tenant."""
+
     SUBJECT = "subject"
     TENANT = "tenant"
 
@@ -84,7 +87,7 @@ class ErasureReceipt:
 
     erasure_id: str
     tenant: str
-    scope: str
+    scope: Scope
     dataset_ids: list[str]
     job_ids: list[str]
     model_ids: list[str]
@@ -99,7 +102,7 @@ class ErasureReceipt:
     replica_cache_bound_seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "scope": self.scope.value}
 
 
 class Eraser:
@@ -169,6 +172,12 @@ class Eraser:
                     subject_models.c.tenant == tenant, subject_models.c.model_id == value
                 )
             ).first()
+            if row is None:  # not published yet: the id its job reserved
+                row = connection.execute(
+                    sa.select(training_jobs.c.job_id, training_jobs.c.dataset_id).where(
+                        training_jobs.c.tenant == tenant, training_jobs.c.model_id == value
+                    )
+                ).first()
             if row is None:
                 raise NotFound(f"subject model {value!r} does not exist", field="model_id")
             model_ids.add(value)
@@ -275,7 +284,7 @@ class Eraser:
     # ---- erasing -----------------------------------------------------------------------------------------
 
     def _erase(
-        self, tenant: str, scope: str, lineage: Lineage, cancelled: list[str], requested_by: str
+        self, tenant: str, scope: Scope, lineage: Lineage, cancelled: list[str], requested_by: str
     ) -> ErasureReceipt:
         receipt = ErasureReceipt(
             erasure_id=new_id("er"),
@@ -318,7 +327,7 @@ class Eraser:
                 sa.insert(erasures).values(
                     erasure_id=receipt.erasure_id,
                     tenant=tenant,
-                    scope=scope,
+                    scope=scope.value,
                     requested_by=requested_by,
                     erase_time=receipt.erase_time,
                     receipt=receipt.to_dict(),
@@ -328,7 +337,7 @@ class Eraser:
             "erased",
             extra={
                 "erasure_id": receipt.erasure_id,
-                "scope": scope,
+                "scope": scope.value,
                 "datasets": len(receipt.dataset_ids),
                 "jobs": len(receipt.job_ids),
                 "models": len(receipt.model_ids),
@@ -337,7 +346,7 @@ class Eraser:
         )
         return receipt
 
-    def _delete_rows(self, connection: Connection, tenant: str, scope: str, lineage: Lineage) -> tuple[int, int]:
+    def _delete_rows(self, connection: Connection, tenant: str, scope: Scope, lineage: Lineage) -> tuple[int, int]:
         job_ids = list(lineage.job_ids)
         in_lineage = training_jobs.c.job_id.in_(job_ids) | training_jobs.c.dataset_id.in_(list(lineage.dataset_ids))
         if scope == Scope.TENANT:

@@ -35,6 +35,12 @@ def chunk_bytes_for(settings: Settings) -> int:
     return max(1024, min(DEFAULT_CHUNK_BYTES, settings.max_message_mb * 1024 * 1024 - _MESSAGE_OVERHEAD_BYTES))
 
 
+def _counts_images(settings: Settings) -> bool:
+    """Whether generation counts images against quotas: with a default limit, or whenever callers are told
+    apart (per-tenant overrides only matter then). Otherwise the hot path never touches the database."""
+    return bool(settings.quota_images_per_minute) or settings.auth != "none" or settings.mtls_tenants
+
+
 def _quiet_library_logs() -> None:
     # Per-load chatter that says nothing to an operator: "No LoRA keys associated to CLIPTextModel" for UNet-only
     # LoRAs, and peft's notice that a model now holds several adapters, which is exactly the design.
@@ -129,7 +135,7 @@ class InferenceComponent:
             queue_capacity=settings.inference_queue_capacity,
             batch_window_s=settings.batch_window_ms / 1000,
             max_batch_images=settings.max_batch_images,
-            image_quota=self._consume_images,
+            image_quota=self._consume_images if _counts_images(settings) else None,
         )
         preload = [name.strip() for name in settings.preload_base_models.split(",") if name.strip()]
         if "*" in preload:
