@@ -122,7 +122,7 @@ def test_erase_subject_needs_one_id(cluster) -> None:
         from likeness.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
 
         stub = trainer_grpc.TrainerServiceStub(channel)
-        metadata = (("authorization", f"Bearer {cluster['user_key']}"),)
+        metadata = (("authorization", f"Bearer {cluster.user_key}"),)
         with pytest.raises(grpc.RpcError) as raised:
             stub.EraseSubject(trainer_pb.EraseSubjectRequest(), metadata=metadata)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -6,14 +6,17 @@ from __future__ import annotations
 import io
 
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
+from likeness.controlplane.schema import subject_models
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.gallery import store as store_module
 from likeness.gallery.planning import TierPlanner, count_matches
 from likeness.gallery.query import MatchMode, SearchTerms
+from likeness.gallery.records import PromptSource
 from likeness.gallery.store import PromptDraft, PromptStore, Scope, SearchFilters
 
 
@@ -84,7 +87,14 @@ def test_popularity_and_recency_lift_equal_matches(store: PromptStore) -> None:
 
 
 def test_filters(store: PromptStore, clock) -> None:
-    a = store.record("acme", "a robot in a neon city", base_model="sd15", tags=["scifi"], subject_model_id="sm-1")
+    a = store.record(
+        "acme",
+        "a robot in a neon city",
+        base_model="sd15",
+        tags=["scifi"],
+        subject_model_id="sm-1",
+        source=PromptSource.GENERATION,  # inference vouches for the subject models it generates with
+    )
     b = store.record("acme", "a robot in a forest", base_model="sdxl", tags=["scifi", "nature"]).record
     c = store.record("acme", "a robot made of wood", tags=["nature"]).record  # suits any base model
     cutoff = clock.now + 0.5
@@ -99,6 +109,20 @@ def test_filters(store: PromptStore, clock) -> None:
     assert d.prompt_id not in ids(before) and len(before.results) == 3
     with pytest.raises(InvalidArgument, match="created_after"):
         store.search("acme", query, filters=SearchFilters(created_after=cutoff, created_before=cutoff - 10))
+
+
+def test_a_recorded_subject_model_must_be_the_callers_own(store: PromptStore) -> None:
+    with store.database.transaction() as connection:
+        connection.execute(
+            sa.insert(subject_models).values(
+                model_id="sm-own", tenant="acme", job_id="job-1", base_model="sd15", identifier="ohwx",
+                class_noun="dog", method="lora", create_time=0.0, manifest={},
+            )
+        )  # fmt: skip
+    assert store.record("acme", "a robot with ohwx", subject_model_id="sm-own").record.subject_model_id == "sm-own"
+    for tenant, model_id in (("beta", "sm-own"), ("acme", "sm-unknown")):
+        with pytest.raises(NotFound, match="subject_model_id"):
+            store.record(tenant, "a robot", subject_model_id=model_id)
 
 
 def test_browse_lists_most_used_then_newest(store: PromptStore) -> None:
