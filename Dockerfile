@@ -60,7 +60,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY services ./services
 # s3: object storage; gallery: semantic prompt search. open-clip-torch ships CLIP's BPE vocabulary used by the
 # tokenizer; --no-deps because its dependencies would pull torchvision, which Likeness does not use.
-RUN pip install -c constraints.txt ".[s3,gallery]" \
+RUN pip install -c constraints.txt ".[s3,gallery,studio]" \
     && pip install --no-deps "open-clip-torch>=2.24,<4" \
     && python -m compileall -q /opt/venv/lib
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party tools the test suite runs for real (Prometheus and promtool, protoc with the Go plugins,
-# Go, the PostgreSQL server). Debian packages; needs root (CI and the dev machines run as root). Skips what is already
-# there, and only warns when it cannot install: the tests that need a missing tool skip with a reason naming it.
+# Go, the PostgreSQL server, Chromium and its chromedriver for the Studio browser tests). Debian packages; needs root
+# (CI and the dev machines run as root). Skips what is already there, and only warns when it cannot install: the tests
+# that need a missing tool skip with a reason naming it.
 set -uo pipefail
 
 want=()
@@ -12,6 +13,9 @@ command -v go >/dev/null 2>&1 || want+=(golang-go)
 command -v protoc-gen-go >/dev/null 2>&1 || want+=(protoc-gen-go golang-google-protobuf-dev)
 command -v protoc-gen-go-grpc >/dev/null 2>&1 || want+=(protoc-gen-go-grpc golang-google-grpc-dev)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null 2>&1 || want+=(postgresql)
+# Debian's Chromium and its matching driver: Selenium is pointed at these two binaries, so it never downloads a browser.
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
 
 if [ ${#want[@]} -eq 0 ]; then
   exit 0

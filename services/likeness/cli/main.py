@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "likeness.cli.db_cmd",
     "likeness.cli.keys_cmd",
     "likeness.cli.erase_cmd",
+    "likeness.cli.studio_cmd",
     "likeness.cli.quotas_cmd",
     "likeness.cli.models_cmd",
     "likeness.cli.prepare_cmd",

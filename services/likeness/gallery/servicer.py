@@ -102,8 +102,8 @@ class GalleryServicer(pb_grpc.GalleryServiceServicer):
         )
 
     async def GetPrompt(self, request: pb.GetPromptRequest, context: grpc.aio.ServicerContext):
-        record = await asyncio.to_thread(self.store.get, current_tenant(), request.prompt_id)
-        return pb.GetPromptResponse(prompt=record_to_proto(record))
+        record, thumbnail = await asyncio.to_thread(self.store.get_with_thumbnail, current_tenant(), request.prompt_id)
+        return pb.GetPromptResponse(prompt=record_to_proto(record, thumbnail))
 
     async def RecordPrompt(self, request: pb.RecordPromptRequest, context: grpc.aio.ServicerContext):
         outcome = await asyncio.to_thread(

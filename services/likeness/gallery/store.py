@@ -567,6 +567,11 @@ class PromptStore:
             raise NotFound(f"prompt {prompt_id!r} does not exist; search the gallery for available prompts")
         return _record(row)
 
+    def get_with_thumbnail(self, tenant: str, prompt_id: str) -> tuple[PromptRecord, bytes | None]:
+        """`get`, with the entry's thumbnail (None when it has no image)."""
+        record = self.get(tenant, prompt_id)
+        return record, self._thumbnails([record]).get(record.prompt_id)
+
     def read_image(self, tenant: str, prompt_id: str) -> tuple[bytes, str]:
         """The full image of an entry the tenant can see, and its media type; NotFound when it has none."""
         record = self.get(tenant, prompt_id)

@@ -124,6 +124,20 @@ class Settings:
         metadata={"help": "record generated images in the gallery when a request does not say (record_in_gallery)"},
     )
 
+    # --- studio ---
+    studio_port: int = field(default=8080, metadata={"help": "Likeness Studio (web console) HTTP port"})
+    studio_secret: str = field(
+        default="",
+        metadata={"help": "key sealing Studio sessions; the same on every Studio replica (empty: random per start)"},
+    )
+    studio_services: str = field(
+        default="", metadata={"help": "gRPC address the Studio calls (empty: this server, 127.0.0.1:port)"}
+    )
+    studio_tls_ca_file: str = field(default="", metadata={"help": "PEM CA the Studio verifies the services with"})
+    studio_secure_cookies: bool = field(
+        default=False, metadata={"help": "mark the Studio's session cookie Secure (serve it behind HTTPS)"}
+    )
+
     @property
     def tls_files(self) -> TlsFiles | None:
         """The TLS files when TLS is on (a certificate and its key are set), else None."""

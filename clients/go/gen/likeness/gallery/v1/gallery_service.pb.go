@@ -105,7 +105,8 @@ type PromptRecord struct {
 	Builtin bool `protobuf:"varint,9,opt,name=builtin,proto3" json:"builtin,omitempty"`
 	// True when every tenant sees it (the built-in collection, imported public collections).
 	Shared bool `protobuf:"varint,10,opt,name=shared,proto3" json:"shared,omitempty"`
-	// A WebP thumbnail of at most 256 pixels a side, in search results; empty when the prompt has no image.
+	// A WebP thumbnail of at most 256 pixels a side, in search results and GetPrompt; empty when the prompt has
+	// no image.
 	ThumbnailWebp []byte `protobuf:"bytes,11,opt,name=thumbnail_webp,json=thumbnailWebp,proto3" json:"thumbnail_webp,omitempty"`
 	// True when a full image is stored (fetch it with GetPromptImage).
 	HasImage bool `protobuf:"varint,12,opt,name=has_image,json=hasImage,proto3" json:"has_image,omitempty"`

@@ -100,7 +100,10 @@ export interface PromptRecord {
   builtin: boolean;
   /** True when every tenant sees it (the built-in collection, imported public collections). */
   shared: boolean;
-  /** A WebP thumbnail of at most 256 pixels a side, in search results; empty when the prompt has no image. */
+  /**
+   * A WebP thumbnail of at most 256 pixels a side, in search results and GetPrompt; empty when the prompt has
+   * no image.
+   */
   thumbnailWebp: Buffer;
   /** True when a full image is stored (fetch it with GetPromptImage). */
   hasImage: boolean;
