@@ -195,4 +195,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ndone in {time.monotonic() - started:.0f} s. Images and contact sheets are in {out}/:")
     for name in ("contact-sheet.png", "training-photos.png", "dataset-contact-sheet.jpg"):
         print(f"   {out / name}")
+    print(
+        "\nSee the subject, the job and the gallery in Likeness Studio (docs/studio.md):\n"
+        f"   likeness serve all --studio --storage-url {args.storage_url} --cache-dir {args.cache_dir}\n"
+        f"   then open http://127.0.0.1:{settings.studio_port}/"
+    )
     return 0

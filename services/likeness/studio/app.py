@@ -40,6 +40,9 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 PAGE_SIZE = 24
 PREVIEW_SIDE = 320
 DEFAULT_STEPS = 20
+PLACEHOLDER_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 4 4"><rect width="4" height="4" fill="#e3e7eb"/></svg>'
+)
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -186,6 +189,15 @@ def create_app(config: StudioConfig) -> Flask:
             "subjects.html", subjects=[present.subject(m) for m in models], jobs=[present.job(j) for j in jobs]
         )
 
+    @app.get("/subjects/<model_id>/sample")
+    def subject_sample(model_id: str) -> Response:
+        """The newest gallery image made with the subject (its thumbnail), or a neutral placeholder."""
+        page = _call(lambda: client().search_prompts(subject_model_id=model_id, page_size=5))
+        for hit in page.results:
+            if hit.prompt.thumbnail_webp:
+                return _image_response(hit.prompt.thumbnail_webp, "image/webp")
+        return Response(PLACEHOLDER_SVG, mimetype="image/svg+xml", headers={"Cache-Control": "private, max-age=60"})
+
     @app.route("/subjects/new", methods=["GET", "POST"])
     def new_subject() -> Any:
         if request.method == "GET":
@@ -241,7 +253,9 @@ def create_app(config: StudioConfig) -> Flask:
 
     @app.get("/jobs/<job_id>/events")
     def job_events(job_id: str) -> Response:
-        after = _int(request.args, "after", 0, 0, 2**62)
+        # EventSource reconnects on its own and sends the last id it saw: resume from there, losing nothing.
+        resumed = request.headers.get("Last-Event-ID", "")
+        after = max(_int(request.args, "after", 0, 0, 2**62), int(resumed) if resumed.isdigit() else 0)
         watcher = client()
         watcher.get_training_job(job_id)  # NotFound before the stream starts
 
