@@ -19,6 +19,7 @@ def test_demo_runs_the_whole_workflow(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "succeeded" in result.stdout
+    assert "serve all --studio" in result.stdout and "http://127.0.0.1:8080/" in result.stdout  # where to look next
     recorded = len(DEMO_PROMPTS)  # one image per prompt, each recorded as one gallery entry with its thumbnail
     assert f"recorded in the gallery: {recorded} entries, {recorded} with thumbnails" in result.stdout
 
