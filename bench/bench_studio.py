@@ -232,14 +232,19 @@ function settle() {
   if (!(painted && now - stableSince >= 1000) && now - started < 30000) { setTimeout(settle, 100); return; }
   const navigation = performance.getEntriesByType("navigation")[0];
   const kinds = {html: bytes(navigation), static: 0, thumbs: 0, other: 0};
-  let thumbCount = 0;
+  const inViewSrc = new Set(visible.map((img) => img.src));
+  let thumbCount = 0, viewportThumbs = 0;
+  const others = [];
   for (const entry of entries) {
     const path = new URL(entry.name).pathname;
-    if (path.startsWith("/thumbs/")) { kinds.thumbs += bytes(entry); thumbCount++; }
+    if (path.startsWith("/thumbs/")) {
+      kinds.thumbs += bytes(entry); thumbCount++;
+      if (inViewSrc.has(entry.name)) viewportThumbs += bytes(entry);
+    }
     else if (path.startsWith("/static/")) kinds.static += bytes(entry);
-    else kinds.other += bytes(entry);
+    else { kinds.other += bytes(entry); others.push(path); }
   }
-  done({kinds, thumbCount, visible: visible.length, painted, resources: entries.length,
+  done({kinds, thumbCount, viewportThumbs, others, visible: visible.length, painted, resources: entries.length,
         cards: document.querySelectorAll("#results .card").length,
         settledAfter: now - started});
 }
@@ -327,8 +332,9 @@ def run(rows: int = 1_000_000) -> list[dict]:
             "note": f"first load of /discover?q={quote(WEIGHT_QUERY)}, fresh profile, all assets (KiB "
             f"transferred): HTML {kinds['html'] / 1024:.1f}, CSS+JS {kinds['static'] / 1024:.1f}, "
             f"{weight['thumbCount']} thumbnails {kinds['thumbs'] / 1024:.1f} "
-            f"({weight['visible']} in the first viewport), other {kinds['other'] / 1024:.1f}; "
-            f"{weight['cards']} cards",
+            f"({weight['visible']} in the first viewport: {weight['viewportThumbs'] / 1024:.1f}), other "
+            f"{kinds['other'] / 1024:.1f} ({', '.join(sorted(set(weight['others']))) or 'none'}); "
+            f"{weight['cards']} cards shown",
         },
     ]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
-AREAS = ("dataset", "trainer", "inference", "personalization", "control_plane", "gallery", "security")
+AREAS = ("dataset", "trainer", "inference", "personalization", "control_plane", "gallery", "security", "studio")
 
 
 def _load(area: str):

@@ -64,7 +64,7 @@ def stack(tmp_path_factory):
     running = Stack(tmp_path_factory.mktemp("studio"))
     with running.client() as client:
         png = _png((200, 90, 40))
-        client.record_prompt(XSS_PROMPT, image=png, tags=["probe"])
+        running.probe_id = client.record_prompt(XSS_PROMPT, image=png, tags=["probe"]).prompt.prompt_id
         for index in range(30):
             client.record_prompt(f"a lighthouse at dusk, study {index}", image=_png((index * 8, 120, 200)))
     yield running
@@ -129,6 +129,17 @@ def test_script_in_a_prompt_never_runs(browser, stack, shot) -> None:
     assert "<script>" in wait_css(browser, "#prompt-text").text
     assert browser.execute_script("return typeof window.__xss") == "undefined"
     shot("xss-probe")
+
+
+def test_another_tenant_gets_neither_the_entry_nor_its_thumbnail(browser, stack) -> None:
+    sign_in(browser, stack)
+    browser.get(stack.url + "/discover?q=lighthouse+script")  # tenant A's search fills the thumbnail cache
+    wait_css(browser, ".card img.thumb")
+    other = stack.keys.create("other-tenant")[1]
+    sign_in(browser, stack, other)
+    for path in (f"/thumbs/{stack.probe_id}", f"/prompts/{stack.probe_id}"):
+        browser.get(stack.url + path)
+        assert "does not exist" in wait_css(browser, ".error").text
 
 
 def test_a_query_of_punctuation_says_so(browser, stack) -> None:

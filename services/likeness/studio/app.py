@@ -28,8 +28,9 @@ from likeness.client import GeneratedImage, LikenessClient
 from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
 from likeness.inference.v1 import inference_service_pb2 as inference_pb
 from likeness.studio import present
-from likeness.studio.clients import ClientPool
+from likeness.studio.clients import ClientPool, key_slot
 from likeness.studio.session import CSRF_FIELD, KeyVault, check_csrf, csrf_token
+from likeness.studio.thumbnails import ThumbnailCache, shrink
 from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
 from likeness.type.v1 import types_pb2
 
@@ -83,8 +84,19 @@ def create_app(config: StudioConfig) -> Flask:
     pool = ClientPool(config.services_address, tls_ca_file=config.tls_ca_file)
     app.extensions["likeness_pool"] = pool
 
+    thumbnails = ThumbnailCache()
+
+    def api_key() -> str:
+        return vault.open(session.get("key", ""))
+
     def client() -> LikenessClient:
-        return pool.get(vault.open(session.get("key", "")))
+        return pool.get(api_key())
+
+    def remember_thumbnails(page: gallery_pb.SearchPromptsResponse) -> None:
+        slot = key_slot(api_key())
+        for hit in page.results:
+            if hit.prompt.thumbnail_webp:
+                thumbnails.put(slot, hit.prompt.prompt_id, hit.prompt.thumbnail_webp)
 
     @app.context_processor
     def template_globals() -> dict[str, Any]:
@@ -155,19 +167,23 @@ def create_app(config: StudioConfig) -> Flask:
     def discover() -> str:
         query = request.args.get("q", "")
         page, notice = _search(client(), query, "")
+        remember_thumbnails(page)
         return render_template("discover.html", query=query, page=page, notice=notice)
 
     @app.get("/discover/results")
     def discover_results() -> str:
         page, notice = _search(client(), request.args.get("q", ""), request.args.get("page_token", ""))
+        remember_thumbnails(page)
         return render_template("_results.html", page=page, notice=notice, query=request.args.get("q", ""))
 
     @app.get("/thumbs/<prompt_id>")
     def thumbnail(prompt_id: str) -> Response:
-        record = _call(lambda: client().get_prompt(prompt_id))
-        if not record.thumbnail_webp:
+        webp = thumbnails.get(key_slot(api_key()), prompt_id)
+        if webp is None:  # not from a search of this replica: ask the gallery
+            webp = _call(lambda: client().get_prompt(prompt_id)).thumbnail_webp
+        if not webp:
             abort(404)
-        return _image_response(record.thumbnail_webp, "image/webp")
+        return _image_response(shrink(webp), "image/webp")
 
     @app.get("/prompts/<prompt_id>")
     def prompt_detail(prompt_id: str) -> str:

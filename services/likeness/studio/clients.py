@@ -13,6 +13,11 @@ from likeness.client import LikenessClient
 MAX_CLIENTS = 64
 
 
+def key_slot(api_key: str) -> str:
+    """A name for a key that does not reveal it (the key's SHA-256)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
 class ClientPool:
     """`pool.get(api_key)`: a LikenessClient for the services at `address`, sending that key ("" sends none)."""
 
@@ -24,7 +29,7 @@ class ClientPool:
         self._lock = threading.Lock()
 
     def get(self, api_key: str) -> LikenessClient:
-        slot = hashlib.sha256(api_key.encode()).hexdigest()
+        slot = key_slot(api_key)
         with self._lock:
             client = self._clients.get(slot)
             if client is not None:

@@ -38,12 +38,15 @@ function discover() {
   let generation = 0;
   const observer = new IntersectionObserver((entries) => {
     for (const entry of entries) if (entry.isIntersecting) loadMore(entry.target);
-  }, { rootMargin: "600px" });
+  }, { rootMargin: "400px" });
+  // The next page loads once the reader scrolls towards it, never on arrival: a first visit costs one page.
+  let scrolled = false;
 
   function watchMore() {
     const more = document.getElementById("more");
-    if (more) observer.observe(more);
+    if (more && scrolled) observer.observe(more);
   }
+  window.addEventListener("scroll", () => { if (!scrolled) { scrolled = true; watchMore(); } }, { passive: true });
 
   async function loadMore(more) {
     observer.unobserve(more);
