@@ -37,6 +37,8 @@ demo: setup
 
 test: setup tools proto-check
 	cd protos && ../tools/node_modules/.bin/buf lint
+	$(VENV)/bin/ruff check services tests bench scripts
+	$(VENV)/bin/ruff format --check services tests bench scripts
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup tools

@@ -21,7 +21,8 @@ from likeness.controlplane.migrate import migrate
 from likeness.identity.keys import ApiKeys, Role
 from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
-from likeness.storage.base import Storage, open_storage
+from likeness.storage.base import Storage
+from likeness.storage.factory import open_storage
 from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
 from likeness.type.v1 import types_pb2
 

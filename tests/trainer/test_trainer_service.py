@@ -15,7 +15,7 @@ from trainer_helpers import job_spec, photo_bytes, photos, wait_for
 
 from likeness import errors
 from likeness.client import LikenessClient
-from likeness.storage.base import open_storage
+from likeness.storage.factory import open_storage
 from likeness.storage.manifest import SubjectModelManifest
 from likeness.trainer.v1 import trainer_service_pb2 as pb
 from likeness.type.v1 import types_pb2
@@ -153,6 +153,9 @@ def test_idempotency_queue_limit_cancellation_and_watchers(client, trainer):
     running = client.create_training_job(long_spec, idempotency_key="long-job").job
     again = client.trainer.CreateTrainingJob(pb.CreateTrainingJobRequest(spec=long_spec, idempotency_key="long-job"))
     assert again.existing and again.job.job_id == running.job_id
+    # The same key with a different request is an error (AIP-155), not a silent return of the first job.
+    with pytest.raises(errors.InvalidArgument, match=r"idempotency_key.*different request"):
+        client.create_training_job(job_spec(steps=1999, dataset_id=dataset.dataset_id), idempotency_key="long-job")
 
     wait_for(lambda: client.get_training_job(running.job_id).progress.step >= 1, 120, what="the first step")
     queued = client.create_training_job(job_spec(steps=2, dataset_id=dataset.dataset_id)).job

@@ -119,7 +119,7 @@ def run_import(args: argparse.Namespace) -> int:
     from likeness.controlplane.migrate import migrate
     from likeness.gallery.importer import import_file
     from likeness.gallery.store import PromptStore
-    from likeness.storage.base import open_storage
+    from likeness.storage.factory import open_storage
 
     if not args.file.is_file():
         print(f"error: {args.file} is not a file", file=sys.stderr)

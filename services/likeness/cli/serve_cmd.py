@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 
 from likeness.server.app import serve_forever
-from likeness.server.component import ServiceComponent
+from likeness.server.composition import COMPONENT_FACTORIES, build_components
 from likeness.server.logs import configure_logging
-from likeness.server.settings import Settings, add_arguments, load_settings
-
-#: Service name -> "module:factory" building its component from settings. Imported lazily so `serve gallery`
-#: does not pay for torch and diffusers.
-COMPONENT_FACTORIES = {
-    "trainer": "likeness.trainer.service:TrainerComponent",
-    "inference": "likeness.inference.service:InferenceComponent",
-    "gallery": "likeness.gallery.service:GalleryComponent",
-}
-
-
-def build_components(names: list[str], settings: Settings) -> list[ServiceComponent]:
-    components = []
-    for name in names:
-        module_name, factory = COMPONENT_FACTORIES[name].split(":")
-        components.append(getattr(importlib.import_module(module_name), factory)(settings))
-    return components
+from likeness.server.settings import add_arguments, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -50,6 +50,9 @@ training_jobs = sa.Table(
     #: The shared class-image set the job trains with (TrainingConfig.class_images_key); NULL without one.
     #: Erasing a subject removes a set no other job names.
     sa.Column("class_images_key", sa.String(64), nullable=True),
+    #: SHA-256 of the creating request (spec, priority, photos): the same idempotency key with another request
+    #: is an error, not a silent return of the first job (AIP-155).
+    sa.Column("request_digest", sa.String(64), nullable=True),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_training_jobs_idempotency"),
 )
 sa.Index("ix_training_jobs_claim", training_jobs.c.state, training_jobs.c.priority, training_jobs.c.create_time)

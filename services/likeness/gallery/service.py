@@ -15,7 +15,7 @@ from likeness.gallery.servicer import GalleryServicer
 from likeness.gallery.store import PromptStore
 from likeness.gallery.v1 import gallery_service_pb2, gallery_service_pb2_grpc
 from likeness.server.settings import Settings
-from likeness.storage.base import open_storage
+from likeness.storage.factory import open_storage
 
 log = logging.getLogger(__name__)
 

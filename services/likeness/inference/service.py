@@ -19,7 +19,8 @@ from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.models.catalog import BaseModelCatalog
 from likeness.runtime import inference_dtype, resolve_device
 from likeness.server.settings import Settings
-from likeness.storage.base import Storage, open_storage
+from likeness.storage.base import Storage
+from likeness.storage.factory import open_storage
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ class EmbeddedServer:
         return self._running.address
 
     def __enter__(self) -> EmbeddedServer:
-        from likeness.cli.serve_cmd import build_components
+        from likeness.server.composition import build_components
 
         self._thread.start()
         components = build_components(self.services, self.settings)

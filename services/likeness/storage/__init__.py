@@ -7,11 +7,10 @@ from likeness.storage.base import (
     DEFAULT_MARKER,
     STORAGE_URL_ENV,
     Storage,
-    open_storage,
-    open_storage_from_env,
     validate_key,
     validate_prefix,
 )
+from likeness.storage.factory import open_storage, open_storage_from_env
 from likeness.storage.layout import DEFAULT_TENANT, new_id, validate_tenant
 from likeness.storage.local import LocalStorage
 from likeness.storage.manifest import DatasetManifest, SubjectModelManifest, utc_now_rfc3339

@@ -9,6 +9,9 @@ FAILED or CANCELLED. Every replica reads the same rows, so any replica answers a
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +36,35 @@ log = logging.getLogger("likeness.trainer.jobs")
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 #: How long CancelTrainingJob waits for the owning worker to stop a running job before it answers.
 CANCEL_WAIT_SECONDS = 30.0
+
+
+def request_digest(
+    spec: Mapping[str, Any],
+    priority: int,
+    photos: Sequence[PhotoInput],
+    dataset_options: PrepareOptions | None,
+    dataset_name: str,
+) -> str:
+    """SHA-256 of everything a CreateTrainingJob request asks for, photos by their own digests."""
+    document = {
+        "spec": spec,
+        "priority": priority,
+        "photos": [[photo.name, hashlib.sha256(photo.data).hexdigest(), photo.caption] for photo in photos],
+        "dataset_options": dataclasses.asdict(dataset_options) if dataset_options is not None else None,
+        "dataset_name": dataset_name,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _same_request(existing: JobRecord, digest: str) -> JobRecord:
+    """The job a retried request created; InvalidArgument when the key came with a different request."""
+    if existing.request_digest and digest and existing.request_digest != digest:
+        raise InvalidArgument(
+            f"was already used for job {existing.job_id!r} with a different request; send a new idempotency key "
+            "for a new job, or the same request to get that job",
+            field="idempotency_key",
+        )
+    return existing
 
 
 class TrainingJobs:
@@ -81,9 +113,10 @@ class TrainingJobs:
             raise Unavailable("the trainer is shutting down; retry on another replica")
         if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             raise InvalidArgument(f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}", field="priority")
+        digest = request_digest(spec, priority, photos, dataset_options, dataset_name) if idempotency_key else ""
         existing = self.store.find_by_idempotency_key(tenant, idempotency_key)
         if existing is not None:
-            return existing, True
+            return _same_request(existing, digest), True
         config, base = self.validator.validate(tenant, spec, inline_photos=bool(photos))
         self.store.check_capacity(self.queue_capacity)
         dataset_id = ""
@@ -103,7 +136,12 @@ class TrainingJobs:
             config.resolution = config.resolution or options.resolution
         try:
             record, existing_job = self.store.create(
-                tenant, config, capacity=self.queue_capacity, idempotency_key=idempotency_key, priority=priority
+                tenant,
+                config,
+                capacity=self.queue_capacity,
+                idempotency_key=idempotency_key,
+                priority=priority,
+                request_digest=digest,
             )
         except BaseException:
             self._discard_dataset(tenant, dataset_id)
@@ -111,7 +149,7 @@ class TrainingJobs:
         if existing_job:
             # A concurrent call with the same key won while the photos were prepared.
             self._discard_dataset(tenant, dataset_id)
-            return record, True
+            return _same_request(record, digest), True
         log.info("job queued", extra={"job_id": record.job_id, "base_model": config.base_model})
         self.work_available.set()
         return record, False

@@ -24,7 +24,7 @@ from likeness.gallery.store import PromptStore
 from likeness.identity.quotas import Quotas
 from likeness.models.catalog import BaseModelCatalog
 from likeness.server.settings import Settings
-from likeness.storage.base import open_storage
+from likeness.storage.factory import open_storage
 from likeness.trainer import metrics
 from likeness.trainer.datasets import DatasetCatalog
 from likeness.trainer.devices import device_slots

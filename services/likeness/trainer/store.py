@@ -65,6 +65,9 @@ class JobRecord:
     last_sequence: int = 0
     lease_owner: str = ""
     stop_request: str = ""
+    #: SHA-256 of the request that created the job (`request_digest`), to tell a retry from a different request
+    #: sent with the same idempotency key; "" for jobs created before it was recorded.
+    request_digest: str = ""
 
     @property
     def training_config(self) -> TrainingConfig:
@@ -90,6 +93,7 @@ class JobRecord:
             last_sequence=row.last_sequence,
             lease_owner=row.lease_owner or "",
             stop_request=row.stop_request or "",
+            request_digest=row.request_digest or "",
         )
 
 
@@ -204,6 +208,7 @@ class JobStore:
         capacity: int,
         idempotency_key: str = "",
         priority: int = 0,
+        request_digest: str = "",
     ) -> tuple[JobRecord, bool]:
         """Queues a job; returns (record, existing). `existing` is True when the idempotency key matched.
 
@@ -238,6 +243,7 @@ class JobStore:
                         dataset_id=config.dataset_id,
                         model_id=new_id("sm"),
                         class_images_key=config.class_images_key or None,
+                        request_digest=request_digest or None,
                         idempotency_key=idempotency_key or None,
                         create_time=db_now(),
                     )

@@ -109,7 +109,7 @@ class Runner:
 
     def __init__(self, args: argparse.Namespace, main_process: bool) -> None:
         from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
-        from likeness.storage.base import open_storage
+        from likeness.storage.factory import open_storage
 
         self.args = args
         self.main_process = main_process

@@ -1,5 +1,5 @@
 """Quotas and erasure: per-tenant quota overrides, the shared images-per-minute counter, the record of each
-erasure, the class-image set each job trains with (backfilled from the stored configs) and the dataset each
+erasure, the digest of the request that created each job (idempotency keys), the class-image set each job trains with (backfilled from the stored configs) and the dataset each
 subject model was trained from (backfilled from its job).
 
 Revision ID: 0004
@@ -23,6 +23,7 @@ def upgrade() -> None:
     # A frozen copy of the schema as this revision made it (see 0001).
     with op.batch_alter_table("training_jobs") as batch:
         batch.add_column(sa.Column("class_images_key", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("request_digest", sa.String(length=64), nullable=True))
         batch.create_index("ix_training_jobs_class_images", ["class_images_key"], unique=False)
     with op.batch_alter_table("subject_models") as batch:
         batch.add_column(sa.Column("dataset_id", sa.String(length=64), server_default="", nullable=False))
@@ -84,3 +85,4 @@ def downgrade() -> None:
     with op.batch_alter_table("training_jobs") as batch:
         batch.drop_index("ix_training_jobs_class_images")
         batch.drop_column("class_images_key")
+        batch.drop_column("request_digest")
