@@ -8,7 +8,7 @@ TOOLS_STAMP := tools/node_modules/.installed
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup tools demo test test-fast lint format proto proto-check bench base-model eval clean
+.PHONY: setup tools demo test test-fast lint format proto proto-check proto-release bench base-model eval clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,7 @@ demo: setup
 
 test: setup tools proto-check
 	cd protos && ../tools/node_modules/.bin/buf lint
+	cd protos && ../tools/node_modules/.bin/buf breaking --against released/likeness-v1.binpb
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(VENV)/bin/ruff format --check services tests bench scripts
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -57,6 +58,10 @@ proto: setup tools
 proto-check: setup tools
 	$(PY) scripts/gen_protos.py --check
 	bash scripts/gen_clients.sh --check
+
+# At a release: the protos as released become the baseline `buf breaking` checks every change against.
+proto-release: tools
+	cd protos && ../tools/node_modules/.bin/buf build -o released/likeness-v1.binpb
 
 bench: setup
 	$(PY) bench/run.py
