@@ -23,7 +23,7 @@ from likeness.controlplane.database import Database
 from likeness.gallery.service import GalleryComponent
 from likeness.identity.keys import ApiKeys
 from likeness.server.settings import Settings
-from likeness.server.testing import serve_components
+from likeness.server.embedded import EmbeddedServer
 
 
 @dataclass
@@ -32,40 +32,6 @@ class LiveServer:
     scripted: ScriptedComponent
     ca_file: str = ""  # the CA to trust, when the server listens with TLS
     api_key: str = ""  # a valid key, when the server requires one
-
-
-class _ServerThread(threading.Thread):
-    """Runs `serve_components` on its own event loop until `stop` is called."""
-
-    def __init__(self, components: list, settings: Settings) -> None:
-        super().__init__(name="likeness-test-server", daemon=True)
-        self.components = components
-        self.settings = settings
-        self.ready = threading.Event()
-        self.address = ""
-        self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # surfaced to the fixture, which fails the tests with it
-            self.error = exc
-            self.ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_requested = asyncio.Event()
-        async with serve_components(self.components, self.settings, grace_seconds=0.5) as running:
-            self.address = running.address
-            self.ready.set()
-            await self._stop_requested.wait()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop_requested is not None:
-            self._loop.call_soon_threadsafe(self._stop_requested.set)
-        self.join(timeout=10)
 
 
 @contextmanager
@@ -79,16 +45,8 @@ def _serving(base: Path, **settings_fields) -> Iterator[LiveServer]:
         **settings_fields,
     )
     scripted = ScriptedComponent()
-    thread = _ServerThread([GalleryComponent(settings), scripted], settings)
-    thread.start()
-    if not thread.ready.wait(timeout=60):
-        raise RuntimeError("the test server did not start within 60 s")
-    if thread.error is not None:
-        raise RuntimeError("the test server failed to start") from thread.error
-    try:
-        yield LiveServer(thread.address, scripted)
-    finally:
-        thread.stop()
+    with EmbeddedServer(settings, components=[GalleryComponent(settings), scripted], grace_seconds=0.5) as server:
+        yield LiveServer(server.address, scripted)
 
 
 @pytest.fixture(scope="session")

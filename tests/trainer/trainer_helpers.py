@@ -70,23 +70,12 @@ class BackgroundTrainer:
     """The trainer service on a real gRPC server (full interceptor chain) in a background event loop."""
 
     def __init__(self, settings) -> None:
-        import asyncio
-        import threading
-
-        from likeness.server.testing import serve_components
+        from likeness.server.embedded import EmbeddedServer
         from likeness.trainer.service import TrainerComponent
 
         self.component = TrainerComponent(settings)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._context = serve_components([self.component], settings)
-        running = asyncio.run_coroutine_threadsafe(self._context.__aenter__(), self._loop).result(120)
-        self.address = running.address
+        self._server = EmbeddedServer(settings, components=[self.component], grace_seconds=2.0).__enter__()
+        self.address = self._server.address
 
     def close(self) -> None:
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(self._context.__aexit__(None, None, None), self._loop).result(120)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.__exit__(None, None, None)

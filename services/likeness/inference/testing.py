@@ -10,10 +10,8 @@ same configuration with other random weights, saved with `save_pretrained`. Both
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import tempfile
-import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from likeness.inference.engine import InferenceEngine
 from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
 from likeness.models.tiny import create_tiny_pipeline
+from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
 from likeness.storage.base import Storage
 from likeness.storage.layout import DEFAULT_TENANT, model_prefix, new_id
@@ -180,36 +179,13 @@ class BackgroundInferenceServer:
             subject_cache_bytes=subject_cache_bytes,
             chunk_bytes=chunk_bytes,
         )
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="likeness-test-server", daemon=True)
+        self._server = EmbeddedServer(self.settings, components=[self.component], grace_seconds=grace_seconds)
         self.address = ""
 
-    def _run(self) -> None:
-        from likeness.server.testing import serve_components
-
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            async with serve_components([self.component], self.settings, self.grace_seconds) as running:
-                self.address = running.address
-                self._ready.set()
-                await self._stop.wait()
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # re-raised by start()
-            self._error = exc
-            self._ready.set()
-
     def start(self, timeout: float = 300) -> BackgroundInferenceServer:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"the inference server did not start within {timeout} s")
-        if self._error is not None:
-            raise self._error
+        """Serve, returning once the server reports SERVING (`timeout` is kept for callers; start-up blocks)."""
+        self._server.__enter__()
+        self.address = self._server.address
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.InferenceServiceStub(self.channel)
         return self
@@ -222,9 +198,7 @@ class BackgroundInferenceServer:
 
     def stop(self) -> None:
         """Drain and stop the server (streams in flight may finish), then close the client channel."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(self.grace_seconds + 30)
+        self._server.__exit__(None, None, None)
         self.channel.close()
 
     def __enter__(self) -> BackgroundInferenceServer:

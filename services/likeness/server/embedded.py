@@ -1,5 +1,6 @@
-"""Runs services inside the current process on a background event loop, for the demo, the eval and scripts
-that want the real gRPC path without managing a separate server process."""
+"""Runs services inside the current process on a background event loop: the one harness for the demo, the eval,
+scripts and every test that wants the real gRPC path (full interceptor chain, health, reflection) without
+managing a separate server process."""
 
 from __future__ import annotations
 
@@ -9,13 +10,28 @@ import threading
 from collections.abc import Sequence
 
 from likeness.server.app import RunningServer, start_server
+from likeness.server.component import ServiceComponent
 from likeness.server.settings import Settings
 
 
 class EmbeddedServer:
-    """`with EmbeddedServer(settings, ["trainer", "inference", "gallery"]) as server: server.address`."""
+    """`with EmbeddedServer(settings, ["trainer", "inference", "gallery"]) as server: server.address`.
 
-    def __init__(self, settings: Settings, services: Sequence[str], *, grace_seconds: float = 10.0) -> None:
+    `components` serves ready-made components instead of building them by name (tests inject a storage or a
+    catalog that way); `server.components` are the ones running, `server.running` the started server.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[str] = (),
+        *,
+        components: Sequence[ServiceComponent] = (),
+        grace_seconds: float = 10.0,
+    ) -> None:
+        if bool(services) == bool(components):
+            raise ValueError("give either service names or components")
+        self.components = list(components)
         # An ephemeral port, so the demo or an eval never collides with a server already running here.
         self.settings = dataclasses.replace(settings, host="127.0.0.1", port=0, metrics_port=0)
         self.services = list(services)
@@ -34,9 +50,10 @@ class EmbeddedServer:
         from likeness.server.composition import build_components
 
         self._thread.start()
-        components = build_components(self.services, self.settings)
+        if not self.components:
+            self.components = build_components(self.services, self.settings)
         future = asyncio.run_coroutine_threadsafe(
-            start_server(components, self.settings, start_metrics=False), self._loop
+            start_server(self.components, self.settings, start_metrics=False), self._loop
         )
         try:
             self._running = future.result()
