@@ -22,8 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"errors", "type"},
     "identity": {"controlplane", "enums", "errors", "storage"},
     "dataset": {"errors", "storage"},
-    # models -> world: the toy base model's builtin registers from likeness.world (to be inverted, issue 16).
-    "models": {"errors", "threads", "world"},
+    # The toy base model is a built-in the world provides: likeness.world registers it (BUILTIN_PROVIDERS).
+    "models": {"errors", "threads"},
     "server": {"api", "controlplane", "enums", "errors", "identity", "storage"},
     "gallery": {"api", "controlplane", "enums", "errors", "models", "server", "storage", "text", "threads"},
     "inference": {

@@ -11,6 +11,7 @@ a single file needs to load offline; `arch=sd15|sd2|sdxl` to skip detection.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -65,8 +66,24 @@ def register_builtin(model: BuiltinModel) -> None:
         _BUILTINS[model.name] = model
 
 
+#: Built-ins defined outside this package: name -> the module that registers it when imported. Imported the first
+#: time a catalog names the built-in, so loading the catalog (every service does) never imports them.
+BUILTIN_PROVIDERS = {"toy": "likeness.world.base_model"}
+
+
 def builtin_names() -> list[str]:
-    return sorted(_BUILTINS)
+    return sorted(set(_BUILTINS) | set(BUILTIN_PROVIDERS))
+
+
+def find_builtin(name: str) -> BuiltinModel | None:
+    """The built-in called `name`, importing its provider on first use; None when there is none."""
+    with _BUILTINS_LOCK:
+        found = _BUILTINS.get(name)
+    if found is None and name in BUILTIN_PROVIDERS:
+        importlib.import_module(BUILTIN_PROVIDERS[name])  # the provider registers itself
+        with _BUILTINS_LOCK:
+            found = _BUILTINS.get(name)
+    return found
 
 
 def _write_tiny(arch: str, directory: Path) -> Path:
@@ -85,16 +102,6 @@ for _arch in ("sd15", "sdxl"):
             write=lambda directory, arch=_arch: _write_tiny(arch, directory),
         )
     )
-
-
-def _register_toy_model() -> None:
-    # The toy base model pretrained on the synthetic world (likeness.world): committed weights, copied on use.
-    from likeness.world.base_model import TOY_BUILTIN_NAME, toy_weights_version, write_toy_model
-
-    register_builtin(BuiltinModel(TOY_BUILTIN_NAME, "sd15", toy_weights_version(), write_toy_model))
-
-
-_register_toy_model()
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def parse_catalog_spec(spec: str) -> list[CatalogEntry]:
         if arch is not None:
             check_arch(arch)
         if source.startswith(BUILTIN_SCHEME):
-            builtin = _BUILTINS.get(source[len(BUILTIN_SCHEME) :])
+            builtin = find_builtin(source[len(BUILTIN_SCHEME) :])
             if builtin is None:
                 raise InvalidArgument(
                     f"catalog entry {model_id!r}: unknown {source!r}; builtins are "
@@ -242,7 +249,8 @@ class BaseModelCatalog:
     def _resolve_entry(self, entry: CatalogEntry) -> BaseModelSpec:
         builtin_name = entry.builtin
         if builtin_name is not None:
-            builtin = _BUILTINS[builtin_name]
+            builtin = find_builtin(builtin_name)
+            assert builtin is not None, builtin_name  # checked when the catalog was parsed
             folder = self._materialise(builtin)
             resolution = native_resolution(folder) or arch_info(builtin.arch).default_resolution
             return BaseModelSpec(entry.id, folder, builtin.arch, resolution, is_tiny=resolution < TINY_RESOLUTION_LIMIT)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from likeness.errors import FailedPrecondition
+from likeness.models.catalog import BuiltinModel, register_builtin
 from likeness.world.scenes import IMAGE_SIZE
 
 if TYPE_CHECKING:
@@ -156,3 +157,7 @@ def write_toy_model(directory: str | Path) -> Path:
     directory = Path(directory)
     shutil.copytree(source, directory, dirs_exist_ok=True)
     return directory
+
+
+# `builtin:toy` in a catalog imports this module (likeness.models.catalog.BUILTIN_PROVIDERS), which registers it.
+register_builtin(BuiltinModel(TOY_BUILTIN_NAME, "sd15", toy_weights_version(), write_toy_model))
