@@ -40,6 +40,7 @@ test: setup tools proto-check
 	cd protos && ../tools/node_modules/.bin/buf breaking --against released/likeness-v1.binpb
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(VENV)/bin/ruff format --check services tests bench scripts
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup tools

@@ -9,4 +9,4 @@ class ValueEnum(str, Enum):
     """A string enum that prints as its value (what the database, the logs and the wire protocols carry)."""
 
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)

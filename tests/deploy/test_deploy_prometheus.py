@@ -342,7 +342,7 @@ def test_real_prometheus_scrapes_a_real_service(gallery_server, prometheus):
     assert not_found[0]["metric"]["grpc_service"] == "likeness.gallery.v1.GalleryService"
     ok = query(prometheus, 'likeness_grpc_server_handled_total{grpc_method="ListTemplates",grpc_code="OK"}')
     assert float(ok[0]["value"][1]) == 1
-    serving = query(prometheus, 'likeness_service_serving{job="likeness-gallery",service="gallery"}')
+    serving = query(prometheus, 'likeness_service_serving{job="likeness-gallery",component="gallery"}')
     assert float(serving[0]["value"][1]) == 1
 
     # The rules evaluate without error on real series, and the service-down rule sees the missing services.

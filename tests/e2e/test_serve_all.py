@@ -51,7 +51,7 @@ def test_serve_all_lists_services_reports_health_and_drains_on_sigterm(server_fa
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
     assert 'likeness_grpc_server_handled_total{grpc_code="OK",grpc_method="ListTemplates"' in metrics
-    assert 'likeness_service_serving{service="inference"} 1.0' in metrics
+    assert 'likeness_service_serving{component="inference"} 1.0' in metrics
 
     started = time.monotonic()
     assert server.terminate(timeout=30) == 0

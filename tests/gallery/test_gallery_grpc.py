@@ -154,3 +154,29 @@ def test_delete_prompt_through_grpc(tmp_path):
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
     run_with_stub(tmp_path, scenario)
+
+
+def test_record_prompt_errors_name_the_wire_fields_and_templates_carry_no_size(tmp_path):
+    # A client fixes what the error names: the GenerationParameters path of RecordPromptRequest, as GenerateImages
+    # names it, not the gallery's internal keys ("params.steps").
+    bad = {
+        "parameters.num_inference_steps": types_pb2.GenerationParameters(num_inference_steps=151),
+        "parameters.guidance_scale": types_pb2.GenerationParameters(guidance_scale=31.0),
+        "parameters.seed": types_pb2.GenerationParameters(seed=-1),
+        "parameters.lora_scale": types_pb2.GenerationParameters(lora_scale=2.5),
+        "parameters.width": types_pb2.GenerationParameters(width=60),
+        "parameters.scheduler": types_pb2.GenerationParameters(scheduler=99),  # a value this server does not know
+    }
+
+    async def scenario(stub):
+        for field, parameters in bad.items():
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.RecordPrompt(pb.RecordPromptRequest(prompt="a lighthouse", parameters=parameters))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+            assert info.value.details().startswith(f"{field}:"), info.value.details()
+        # Templates leave the size to the base model, whose bounds differ (32 px toy model, 1024 px SDXL).
+        for template in (await stub.ListTemplates(pb.ListTemplatesRequest())).templates:
+            assert not template.parameters.HasField("width") and not template.parameters.HasField("height")
+            assert 1 <= template.parameters.num_inference_steps <= 150
+
+    run_with_stub(tmp_path, scenario)

@@ -109,3 +109,47 @@ def test_long_prompts_are_truncated_at_a_word_boundary_with_a_warning() -> None:
 
 def test_truncation_leaves_short_prompts_alone() -> None:
     assert truncate_prompt("a photo", count_tokens, 77) == ("a photo", False)
+
+
+def test_every_template_is_accepted_unchanged_by_every_builtin_base_model(likeness_cache) -> None:
+    # ListTemplates promises parameters that can be sent to GenerateImages unchanged: through both wire
+    # conversions, for each base model of the default catalog (the toy model is 32 px, the tiny ones 64 px).
+    from likeness.gallery import templates
+    from likeness.gallery.servicer import template_to_proto
+    from likeness.inference.servicer import spec_from_request
+    from likeness.inference.v1 import inference_service_pb2 as inference_pb
+    from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
+
+    catalog = BaseModelCatalog(DEFAULT_CATALOG_SPEC, cache_dir=likeness_cache / "base-models")
+    bases = [catalog.resolve(model_id) for model_id in catalog.ids()]
+    assert {base.id for base in bases} >= {"toy-sd15", "tiny-sd15", "tiny-sdxl"}
+    for template in templates.list_templates():
+        message = template_to_proto(template)
+        for base in bases:
+            request = inference_pb.GenerateImagesRequest(
+                prompt=message.template, parameters=message.parameters, base_model=base.id, subject_model_id="m"
+            )
+            params, _ = validate(
+                spec_from_request(request),
+                arch=base.arch,
+                info=base.info,
+                base_model=base.id,
+                subject=SUBJECT,
+                count_tokens=count_tokens,
+                max_tokens=77,
+                rng=random.Random(0),
+            )
+            assert (params.width, params.height) == (base.info.default_resolution,) * 2, (template.template_id, base.id)
+
+
+def test_the_largest_seed_fits_one_image_and_every_image_of_a_request() -> None:
+    # Image i uses seed + i: the int64 maximum is a valid seed for one image (a gallery entry replayed), and the
+    # first seed of n images leaves room for the other n - 1.
+    largest = 2**63 - 1
+    params, _ = check(GenerationSpec(prompt="sks dog", seed=largest))
+    assert params.seeds == [largest]
+    params, _ = check(GenerationSpec(prompt="sks dog", num_images=3, seed=largest - 2))
+    assert params.seeds[-1] == largest
+    with pytest.raises(InvalidArgument) as caught:
+        check(GenerationSpec(prompt="sks dog", num_images=3, seed=largest - 1))
+    assert caught.value.field == "parameters.seed"

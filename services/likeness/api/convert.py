@@ -7,45 +7,28 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from likeness.api.generation import DICT_KEYS, SCHEDULER_ENUMS, SCHEDULER_NAMES, scheduler_name
 from likeness.type.v1 import types_pb2
 
-#: Scheduler enum <-> the lower-case names the domain cores use.
-SCHEDULER_NAMES: dict[int, str] = {
-    types_pb2.SCHEDULER_DDIM: "ddim",
-    types_pb2.SCHEDULER_EULER: "euler",
-    types_pb2.SCHEDULER_EULER_ANCESTRAL: "euler_ancestral",
-    types_pb2.SCHEDULER_DPM_SOLVER_MULTISTEP: "dpm_solver_multistep",
-    types_pb2.SCHEDULER_UNI_PC: "uni_pc",
-    types_pb2.SCHEDULER_DDPM: "ddpm",
-}
-SCHEDULER_ENUMS = {name: value for value, name in SCHEDULER_NAMES.items()}
-
-#: GenerationParameters field -> the key the domain uses in parameter dictionaries.
-_PARAM_FIELDS = {
-    "num_inference_steps": "steps",
-    "guidance_scale": "guidance",
-    "width": "width",
-    "height": "height",
-    "seed": "seed",
-    "lora_scale": "lora_scale",
-}
+# Re-exported: the one scheduler map, derived from the proto's Scheduler enum (likeness.api.generation).
+__all__ = ["SCHEDULER_ENUMS", "SCHEDULER_NAMES", "params_from_dict", "params_to_dict", "timestamp"]
 
 
 def params_to_dict(params: types_pb2.GenerationParameters) -> dict[str, Any]:
     """Only the fields the caller set, so unset ones keep meaning "the model's default"."""
     out: dict[str, Any] = {}
-    for field, key in _PARAM_FIELDS.items():
+    for field, key in DICT_KEYS.items():
         if params.HasField(field):
             value = getattr(params, field)
             out[key] = round(value, 6) if isinstance(value, float) else value
     if params.scheduler:
-        out["scheduler"] = SCHEDULER_NAMES[params.scheduler]
+        out["scheduler"] = scheduler_name(params.scheduler)
     return out
 
 
 def params_from_dict(values: dict[str, Any], negative_prompt: str = "") -> types_pb2.GenerationParameters:
     message = types_pb2.GenerationParameters(negative_prompt=negative_prompt)
-    for field, key in _PARAM_FIELDS.items():
+    for field, key in DICT_KEYS.items():
         if key in values and values[key] is not None:
             setattr(message, field, values[key])
     if values.get("scheduler"):

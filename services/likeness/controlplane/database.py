@@ -33,7 +33,7 @@ DEFAULT_DATABASE_URL = "sqlite:///var/likeness.db"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
-class db_now(FunctionElement):
+class db_now(FunctionElement[float]):
     """The database's clock in seconds since the epoch, as a SQL expression (one clock for every node)."""
 
     type = sa.Float(precision=53)
@@ -96,7 +96,7 @@ class Database:
 
     def _create_engine(self) -> Engine:
         if self.backend == "sqlite":
-            Path(self.url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            Path(self.url.database or "").expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(
                 self.url,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
@@ -126,10 +126,12 @@ class Database:
     def insert(self, table: sa.Table) -> Any:
         """An INSERT of this backend's dialect, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
         if self.is_postgresql:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            return postgresql_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -101,7 +102,7 @@ class ErasureReceipt:
     #: Other inference replicas drop their cached copies within this many seconds of `erase_time`.
     replica_cache_bound_seconds: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "scope": self.scope.value}
 
 
@@ -208,8 +209,8 @@ class Eraser:
                 raise NotFound(f"dataset {value!r} does not exist", field="dataset_id")
             dataset_ids.add(value)
         # Everything trained on those photos, and everything those jobs published.
-        job_condition = training_jobs.c.job_id.in_(job_ids)
-        model_condition = subject_models.c.job_id.in_(job_ids)
+        job_condition: sa.ColumnElement[bool] = training_jobs.c.job_id.in_(job_ids)
+        model_condition: sa.ColumnElement[bool] = subject_models.c.job_id.in_(job_ids)
         if dataset_ids:
             job_condition = sa.or_(job_condition, training_jobs.c.dataset_id.in_(dataset_ids))
             model_condition = sa.or_(model_condition, subject_models.c.dataset_id.in_(dataset_ids))
@@ -348,7 +349,9 @@ class Eraser:
 
     def _delete_rows(self, connection: Connection, tenant: str, scope: Scope, lineage: Lineage) -> tuple[int, int]:
         job_ids = list(lineage.job_ids)
-        in_lineage = training_jobs.c.job_id.in_(job_ids) | training_jobs.c.dataset_id.in_(list(lineage.dataset_ids))
+        in_lineage: sa.ColumnElement[bool] = training_jobs.c.job_id.in_(job_ids) | training_jobs.c.dataset_id.in_(
+            list(lineage.dataset_ids)
+        )
         if scope == Scope.TENANT:
             in_lineage = sa.true()
         started = connection.execute(

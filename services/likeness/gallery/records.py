@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from likeness.api import generation
 from likeness.enums import ValueEnum
 from likeness.errors import InvalidArgument
-from likeness.models.arch import TINY_MIN_RESOLUTION
 from likeness.text import check_plain_text
 
 # Owner of the built-in seed collection. The leading underscore keeps it out of the tenant name space.
@@ -25,30 +24,12 @@ MAX_TAGS = 20
 MAX_TAG_CHARS = 40
 _TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9 _.+-]*$")
 
-# Names follow likeness.type.v1.Scheduler without the SCHEDULER_ prefix, lower-cased.
-SCHEDULERS = ("ddim", "euler", "euler_ancestral", "dpm_solver_multistep", "uni_pc", "ddpm")
-MAX_SEED = 2**63 - 1  # the proto's int64
-
-
-@dataclass(frozen=True)
-class _NumberRule:
-    kind: type  # int or float
-    low: float
-    high: float
-    multiple_of: int = 1
-
-
-# Ranges match likeness.type.v1.GenerationParameters; width/height bounds are the widest any base model takes
-# (the tiny test models go down to TINY_MIN_RESOLUTION, SDXL up to 2048).
-_PARAM_RULES: dict[str, _NumberRule] = {
-    "steps": _NumberRule(int, 1, 150),
-    "guidance": _NumberRule(float, 0.0, 30.0),
-    "width": _NumberRule(int, TINY_MIN_RESOLUTION, 2048, multiple_of=8),
-    "height": _NumberRule(int, TINY_MIN_RESOLUTION, 2048, multiple_of=8),
-    "seed": _NumberRule(int, 0, MAX_SEED),
-    "lora_scale": _NumberRule(float, 0.0, 2.0),
-}
-PARAM_NAMES = (*_PARAM_RULES, "scheduler")
+# The bounds of every parameter are those of likeness.type.v1.GenerationParameters (likeness.api.generation), the
+# same the inference service checks, so a recorded prompt can be sent to it unchanged. Re-exported for callers.
+SCHEDULERS = generation.SCHEDULERS
+MAX_SEED = generation.MAX_SEED
+#: The keys of a record's `params` (the domain names of the GenerationParameters fields).
+PARAM_NAMES = tuple(generation.FIELDS_BY_KEY)
 
 
 class PromptSource(ValueEnum):
@@ -156,51 +137,31 @@ def validate_tags(tags: Iterable[str] | None, field_name: str = "tags") -> list[
     return unique
 
 
-def _validate_number(name: str, value: Any, rule: _NumberRule) -> int | float:
-    field_name = f"params.{name}"
-    # bool is an int subclass; True as a step count is a caller bug, not 1.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgument(f"must be a number, got {type(value).__name__}", field=field_name)
-    if not math.isfinite(value):
-        raise InvalidArgument("must be a finite number", field=field_name)
-    number: int | float
-    if rule.kind is int:
-        # Integral floats (30.0) arrive from JSON or protobuf Struct and are accepted as ints.
-        if isinstance(value, float) and not value.is_integer():
-            raise InvalidArgument(f"must be a whole number, got {value}", field=field_name)
-        number = int(value)
-    else:
-        number = float(value)
-    if not rule.low <= number <= rule.high:
-        low = int(rule.low) if rule.kind is int else rule.low
-        high = int(rule.high) if rule.kind is int else rule.high
-        raise InvalidArgument(f"must be between {low} and {high}, got {number}", field=field_name)
-    if rule.multiple_of > 1 and int(number) % rule.multiple_of:
-        raise InvalidArgument(f"must be a multiple of {rule.multiple_of}, got {number}", field=field_name)
-    return number
-
-
 def validate_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Checked, normalized generation parameters (ints as int, floats as float, scheduler lower-case).
 
-    Unknown keys are rejected so that a misspelt parameter is not silently recorded and lost.
+    The bounds are those of GenerationParameters (likeness.api.generation) and errors name its wire fields
+    (`parameters.num_inference_steps`), because the gallery's callers send that message. Unknown keys are
+    rejected so that a misspelt parameter is not silently recorded and lost; None and the "default" scheduler
+    mean unset (the base model's default applies).
     """
     if params is None:
         return {}
     if not isinstance(params, Mapping):
-        raise InvalidArgument(f"must be a mapping, got {type(params).__name__}", field="params")
+        raise InvalidArgument(f"must be a mapping, got {type(params).__name__}", field=generation.PARAMETERS_FIELD)
     normalized: dict[str, Any] = {}
     for name, value in params.items():
-        if name not in PARAM_NAMES:
-            raise InvalidArgument(f"unknown parameter; use {', '.join(PARAM_NAMES)}", field=f"params.{name}")
+        wire_name = generation.FIELDS_BY_KEY.get(name)
+        if wire_name is None:
+            raise InvalidArgument(f"unknown parameter; use {', '.join(PARAM_NAMES)}", field=generation.field_path(name))
         if value is None:
             continue  # unset: the base model's default applies
         if name == "scheduler":
-            if not isinstance(value, str) or value.strip().lower() not in SCHEDULERS:
-                raise InvalidArgument(f"must be one of {', '.join(SCHEDULERS)}", field="params.scheduler")
-            normalized[name] = value.strip().lower()
+            scheduler = generation.check_scheduler(value)
+            if scheduler != generation.DEFAULT_SCHEDULER:
+                normalized[name] = scheduler
         else:
-            normalized[name] = _validate_number(name, value, _PARAM_RULES[name])
+            normalized[name] = generation.check_number(wire_name, value)
     return dict(sorted(normalized.items()))
 
 

@@ -24,13 +24,22 @@ SUBJECT_PLACEHOLDER = "{subject}"
 SEED_FILE = Path(__file__).with_name("seed_prompts.json")
 MAX_SUBJECT_CHARS = 200
 
+# A template suits every base model and its parameters are sent to GenerateImages unchanged, so it leaves the image
+# size to the model (its native size): a fixed 512 or 640 px is out of range for the tiny and toy models (32 to
+# 256 px) and far from SDXL's native 1024 px. Sizes the seed file names are not served.
+MODEL_DEPENDENT_PARAMS = frozenset({"width", "height"})
+
 # Any `{word}` in a template; only `{subject}` is defined, others are almost always typos ("{subjet}").
 _PLACEHOLDER_PATTERN = re.compile(r"\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
 class Template:
-    """A reusable prompt with a `{subject}` slot, its negative prompt, and parameters that suit it."""
+    """A reusable prompt with a `{subject}` slot, its negative prompt, and parameters that suit it.
+
+    `default_params` (steps, guidance) are within every base model's limits and carry no image size, so they can
+    be sent to any base model unchanged.
+    """
 
     template_id: str
     name: str
@@ -51,12 +60,17 @@ def _load_seed_file() -> tuple[str, tuple[Template, ...]]:
             category=entry["category"],
             template=entry["template"],
             negative_prompt=entry.get("negative_prompt", ""),
-            default_params=dict(entry.get("default_params", {})),
+            default_params=_portable_params(entry.get("default_params", {})),
             tags=list(entry.get("tags", [])),
         )
         for entry in document["templates"]
     )
     return document.get("attribution", ""), templates
+
+
+def _portable_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The template's parameters without the ones that depend on the base model (see MODEL_DEPENDENT_PARAMS)."""
+    return {name: value for name, value in params.items() if name not in MODEL_DEPENDENT_PARAMS}
 
 
 def _fresh_copy(template: Template) -> Template:

@@ -19,11 +19,16 @@ GENERATION_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 IMAGES = Counter("likeness_inference_images_total", "Images generated and sent", ["base_model"])
+#: Every outcome of a generation request: each one's series exists from start-up, so that `rate()` sees the
+#: first failures after a restart.
+OUTCOMES = ("ok", "cancelled", "deadline_exceeded", "failed", "rejected")
 REQUESTS = Counter(
     "likeness_inference_requests_total",
     "Generation requests by outcome (ok, cancelled, deadline_exceeded, failed, rejected)",
     ["outcome"],
 )
+for _outcome in OUTCOMES:
+    REQUESTS.labels(_outcome)
 STEPS_PER_SECOND = Histogram(
     "likeness_inference_denoising_steps_per_second",
     "Denoising steps per second of each batch (one step advances every image of the batch)",

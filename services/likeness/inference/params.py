@@ -11,24 +11,25 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from likeness.api import generation
 from likeness.errors import InvalidArgument
 from likeness.models.loading import ArchInfo
 from likeness.text import check_plain_text
 
 MIN_IMAGES, MAX_IMAGES = 1, 8
-MIN_STEPS, MAX_STEPS = 1, 150
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
-MIN_LORA_SCALE, MAX_LORA_SCALE = 0.0, 2.0
+# The bounds of the GenerationParameters fields (steps, guidance, seed, LoRA scale, schedulers) are
+# likeness.api.generation's, the table the gallery checks too.
 DEFAULT_STEPS = 30
 DEFAULT_LORA_SCALE = 1.0
 # SDXL is tuned for lower guidance than SD 1.x/2.x (its model cards and diffusers' examples use 5).
 DEFAULT_GUIDANCE = {"sd15": 7.5, "sd2": 7.5, "sdxl": 5.0}
 MAX_PREVIEW_EVERY = 1000
-# Seeds are 64-bit; image i uses seed + i, so leave room for 8 images below 2**63.
-MAX_SEED = 2**63 - 1 - MAX_IMAGES
+# Seeds are 64-bit and image i uses seed + i: every image's seed must fit, so the first one of n images is at most
+# MAX_SEED - (n - 1). One image may use any seed the gallery records.
+MAX_SEED = generation.MAX_SEED
 RANDOM_SEED_LIMIT = 2**32 - 1
 SUBJECT_PLACEHOLDER = "{subject}"
-SCHEDULERS = ("default", "ddim", "euler", "euler_ancestral", "dpm_solver_multistep", "uni_pc", "ddpm")
+SCHEDULERS = (generation.DEFAULT_SCHEDULER, *generation.SCHEDULERS)
 _WORD_BOUNDARY = re.compile(r"\S+\s*")
 
 
@@ -166,32 +167,33 @@ def validate(
     num_images = spec.num_images or MIN_IMAGES
     _check_range(num_images, MIN_IMAGES, MAX_IMAGES, "num_images", "images")
     steps = DEFAULT_STEPS if spec.num_inference_steps is None else spec.num_inference_steps
-    _check_range(steps, MIN_STEPS, MAX_STEPS, "parameters.num_inference_steps", "steps")
-    guidance = DEFAULT_GUIDANCE.get(arch, 7.5) if spec.guidance_scale is None else float(spec.guidance_scale)
-    if guidance != guidance:  # NaN
-        raise InvalidArgument("must be a number", field="parameters.guidance_scale")
-    _check_range(guidance, MIN_GUIDANCE, MAX_GUIDANCE, "parameters.guidance_scale", "")
-    lora_scale = DEFAULT_LORA_SCALE if spec.lora_scale is None else float(spec.lora_scale)
-    if lora_scale != lora_scale:
-        raise InvalidArgument("must be a number", field="parameters.lora_scale")
-    _check_range(lora_scale, MIN_LORA_SCALE, MAX_LORA_SCALE, "parameters.lora_scale", "")
+    steps = generation.check_number("num_inference_steps", steps)
+    guidance = DEFAULT_GUIDANCE.get(arch, 7.5) if spec.guidance_scale is None else spec.guidance_scale
+    guidance = generation.check_number("guidance_scale", guidance)
+    lora_scale = DEFAULT_LORA_SCALE if spec.lora_scale is None else spec.lora_scale
+    lora_scale = generation.check_number("lora_scale", lora_scale)
+    # The base model's own bounds (within generation.BOUNDS, which the gallery checks without knowing the model).
     width = check_size(
         info.default_resolution if spec.width is None else spec.width, info, "parameters.width", base_model
     )
     height = check_size(
         info.default_resolution if spec.height is None else spec.height, info, "parameters.height", base_model
     )
-    if spec.scheduler not in SCHEDULERS:
-        raise InvalidArgument(f"unknown scheduler {spec.scheduler!r}", field="parameters.scheduler")
+    scheduler = generation.check_scheduler(spec.scheduler)
     if spec.output_format not in ("png", "jpeg", "webp"):
         raise InvalidArgument(f"unknown format {spec.output_format!r}", field="output_format")
     _check_range(spec.preview_every_n_steps, 0, MAX_PREVIEW_EVERY, "preview_every_n_steps", "steps (0 disables)")
     if spec.seed is None:
         seed = (rng or random.SystemRandom()).randint(0, RANDOM_SEED_LIMIT)
     else:
-        seed = spec.seed
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidArgument(f"must be between 0 and {MAX_SEED}, got {seed}", field="parameters.seed")
+        seed = generation.check_number("seed", spec.seed)
+        last = MAX_SEED - (int(num_images) - 1)
+        if seed > last:
+            raise InvalidArgument(
+                f"must be at most {last} for {num_images} images (image i uses seed + i, at most {MAX_SEED}), "
+                f"got {seed}",
+                field="parameters.seed",
+            )
 
     check_plain_text(spec.prompt, "prompt")
     check_plain_text(spec.negative_prompt, "parameters.negative_prompt")
@@ -213,7 +215,7 @@ def validate(
         guidance_scale=guidance,
         width=width,
         height=height,
-        scheduler=spec.scheduler,
+        scheduler=scheduler,
         seed=int(seed),
         lora_scale=lora_scale,
         output_format=spec.output_format,

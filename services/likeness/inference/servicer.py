@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from likeness.api.chunks import iter_chunk_fields
 from likeness.errors import FailedPrecondition, InvalidArgument, LikenessError, Unavailable
+from likeness.inference import metrics
 from likeness.inference.deletion import delete_subject_model
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
@@ -149,17 +150,22 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def GenerateImages(
         self, request: pb.GenerateImagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateImagesResponse]:
-        engine = self._engine()
-        spec = spec_from_request(request)
-        tenant = current_tenant()
-        gallery = self._gallery
-        requested = request.record_in_gallery if request.HasField("record_in_gallery") else None
-        recording = gallery is not None and gallery.wants_recording(requested)
-        tags = gallery.check_tags(request.gallery_tags) if gallery is not None else []
-        if request.remix_prompt_id:
-            if gallery is None:
-                raise FailedPrecondition("this server has no gallery to remix from", field="remix_prompt_id")
-            spec = await asyncio.to_thread(gallery.remix, tenant, spec, request.remix_prompt_id)
+        try:
+            engine = self._engine()
+            spec = spec_from_request(request)
+            tenant = current_tenant()
+            gallery = self._gallery
+            requested = request.record_in_gallery if request.HasField("record_in_gallery") else None
+            recording = gallery is not None and gallery.wants_recording(requested)
+            tags = gallery.check_tags(request.gallery_tags) if gallery is not None else []
+            if request.remix_prompt_id:
+                if gallery is None:
+                    raise FailedPrecondition("this server has no gallery to remix from", field="remix_prompt_id")
+                spec = await asyncio.to_thread(gallery.remix, tenant, spec, request.remix_prompt_id)
+        except LikenessError:
+            # Refused before admission; engine.admit counts the refusals of its own checks.
+            metrics.REQUESTS.labels("rejected").inc()
+            raise
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         sink = EventSink(asyncio.get_running_loop())

@@ -1,7 +1,8 @@
 """Server lifecycle shared by every service: build, start, serve, drain on SIGTERM, stop.
 
 Modelled on grpc's aio examples: a `grpc.aio` server with the standard health service (NOT_SERVING while models load
-and while draining), reflection, one interceptor chain, and a Prometheus endpoint on its own port.
+and while draining; Check, Watch and List), reflection (`grpc.reflection.v1` and `v1alpha`), one interceptor chain,
+and a Prometheus endpoint on its own port.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from likeness.server import metrics
 from likeness.server.auth import Authenticator, make_authenticator
@@ -28,6 +30,75 @@ log = logging.getLogger("likeness.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+#: The current name of the reflection service (grpcurl and recent clients try it first); grpcio-reflection ships
+#: only v1alpha, whose messages v1 renamed without changing a field.
+REFLECTION_V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
+_REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+#: As grpc-go: List refuses with RESOURCE_EXHAUSTED beyond this many services.
+_MAX_LISTED_SERVICES = 100
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpcio-health-checking's aio servicer with `List`, which it lacks (its generated base answers
+    UNIMPLEMENTED): the status of every service that has one, the overall `""` included, as Check reports them."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        statuses = dict(self._server_status)
+        if len(statuses) > _MAX_LISTED_SERVICES:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many services to list")
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in statuses.items()}
+        )
+
+
+def _register_reflection_v1_descriptor() -> None:
+    """Adds `grpc/reflection/v1/reflection.proto` to the default pool (v1alpha's file, renamed), so that reflection
+    can describe the v1 service it advertises."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(_REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = proto.package, "grpc.reflection.v1"
+    proto.name, proto.package = _REFLECTION_V1_FILE, new
+    for message in proto.message_type:
+        for field in message.field:
+            if field.type_name.startswith(f".{old}."):
+                field.type_name = f".{new}." + field.type_name.removeprefix(f".{old}.")
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = f".{new}." + method.input_type.removeprefix(f".{old}.")
+            method.output_type = f".{new}." + method.output_type.removeprefix(f".{old}.")
+    proto.options.Clear()
+    proto.options.java_package = "io.grpc.reflection.v1"
+    proto.options.java_outer_classname = "ServerReflectionProto"
+    proto.options.java_multiple_files = True
+    proto.options.go_package = "google.golang.org/grpc/reflection/grpc_reflection_v1"
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
+def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Serves reflection as `grpc.reflection.v1alpha` and `grpc.reflection.v1` (one implementation: the two
+    protocols are the same messages under two package names), listing `service_names` and both of its own."""
+    _register_reflection_v1_descriptor()
+    names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1_SERVICE_NAME]
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handlers = {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1_SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(REFLECTION_V1_SERVICE_NAME, handlers)
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -48,7 +119,7 @@ class RunningServer:
 
     server: grpc.aio.Server
     components: Sequence[ServiceComponent]
-    health: health.aio.HealthServicer
+    health: HealthServicer
     port: int
     metrics_port: int | None
     authenticator: Authenticator | None = None
@@ -99,13 +170,15 @@ async def start_server(
     )
     await authenticator.start()
     server = grpc.aio.server(interceptors=[ServerInterceptor(authenticator)], options=server_options(settings))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    component_services: list[str] = []
     for component in components:
         component.register(server)
-        names.extend(component.service_names)
-    reflection.enable_server_reflection(names, server)
+        component_services.extend(component.service_names)
+    enable_reflection([HEALTH_SERVICE_NAME, *component_services], server)
+    # Every method's series exist from the first scrape (health and reflection RPCs are not counted).
+    metrics.initialize_rpc_series(component_services)
     tls = settings.tls_files
     address = f"{settings.host}:{settings.port}"
     port = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)

@@ -118,26 +118,28 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
+        # The same vocabulary as the series created at start-up (metrics.initialize_rpc_series).
+        kind = metrics.rpc_type(client_streaming=handler.request_streaming, server_streaming=handler.response_streaming)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, handler_call_details, "unary"),
+                self._wrap_unary(handler.unary_unary, handler_call_details, kind),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, handler_call_details, "client_stream"),
+                self._wrap_unary(handler.stream_unary, handler_call_details, kind),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, handler_call_details, "server_stream"),
+                self._wrap_stream(handler.unary_stream, handler_call_details, kind),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, handler_call_details, "bidi_stream"),
+            self._wrap_stream(handler.stream_stream, handler_call_details, kind),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -14,6 +14,7 @@ both keep, documented in docs/storage.md:
 from __future__ import annotations
 
 import abc
+import builtins
 import json
 import os
 import re
@@ -176,7 +177,7 @@ class Storage(abc.ABC):
         """Every key below folder `prefix`, recursively, sorted, relative to the storage root."""
 
     @abc.abstractmethod
-    def list_dirs(self, prefix: str = "") -> list[str]:
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         """Names (not keys) of the immediate child folders of `prefix`, sorted."""
 
     @abc.abstractmethod
@@ -254,20 +255,20 @@ class Storage(abc.ABC):
             raise InvalidArgument(f"must be a JSON object (a mapping), got {type(event).__name__}", field="event")
         self.create_bytes(event_key(log_prefix, seq), encode_json(dict(event), field="event"))
 
-    def read_events(self, log_prefix: str, after_seq: int = -1) -> list[tuple[int, dict[str, Any]]]:
+    def read_events(self, log_prefix: str, after_seq: int = -1) -> builtins.list[tuple[int, dict[str, Any]]]:
         """Events of the log with a sequence number greater than `after_seq`, in sequence order.
 
         Replaying from the last seen seq is how a reader follows a log. Other objects in the folder are
         ignored.
         """
         prefix = validate_prefix(log_prefix, field="log_prefix", allow_root=False)
-        wanted: list[tuple[int, str]] = []
+        wanted: builtins.list[tuple[int, str]] = []
         for key in self.list(prefix):
             match = _EVENT_NAME.match(key[len(prefix) + 1 :])
             if match and int(match.group(1)) > after_seq:
                 wanted.append((int(match.group(1)), key))
         contents = self.read_many(key for _, key in wanted)
-        events: list[tuple[int, dict[str, Any]]] = []
+        events: builtins.list[tuple[int, dict[str, Any]]] = []
         for seq, key in wanted:
             event = decode_json(contents[key], key=key)
             if not isinstance(event, dict):

@@ -7,6 +7,7 @@ and `os.rename`d into place. Hidden names start with `.likeness-`, which listing
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import os
@@ -177,7 +178,7 @@ class LocalStorage(Storage):
         base = self._path(prefix)
         if not base.is_dir():
             return []
-        keys: list[str] = []
+        keys: builtins.list[str] = []
         with self._os_errors(prefix, "list"):
             for dirpath, dirnames, filenames in os.walk(base):
                 dirnames[:] = [name for name in dirnames if not name.startswith(INTERNAL_NAME_PREFIX)]
@@ -188,7 +189,7 @@ class LocalStorage(Storage):
                 )
         return sorted(keys)
 
-    def list_dirs(self, prefix: str = "") -> list[str]:
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         prefix = validate_prefix(prefix)
         base = self._path(prefix)
         if not base.is_dir():

@@ -8,6 +8,7 @@ only when an `s3://` URL is opened, so the local-only install does not need it.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import os
@@ -72,7 +73,7 @@ class FsspecStorage(Storage):
         self.root = root.strip("/")
         self.protocol = protocol
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self._transient_errors = (OSError, *transient_errors)
+        self._transient_errors: tuple[type[BaseException], ...] = (OSError, *transient_errors)
 
     @classmethod
     def from_s3_url(
@@ -127,7 +128,7 @@ class FsspecStorage(Storage):
             raise Unavailable(
                 f"access to bucket {bucket!r} denied at {self._endpoint_text()}; check the AWS credentials ({exc})"
             ) from exc
-        except (*self._transient_errors, ValueError) as exc:
+        except (*self._transient_errors, ValueError) as exc:  # type: ignore[misc]  # mypy cannot read a starred tuple here
             raise Unavailable(f"cannot reach bucket {bucket!r} at {self._endpoint_text()}: {exc}") from exc
 
     @property
@@ -208,7 +209,7 @@ class FsspecStorage(Storage):
         validate_key(key)
         with self._errors(key, "check"):
             try:
-                return self.fs.info(self._path(key))["type"] == "file"
+                return bool(self.fs.info(self._path(key))["type"] == "file")
             except FileNotFoundError:
                 return False
 
@@ -224,7 +225,7 @@ class FsspecStorage(Storage):
         keys = (self._key(path) for path in paths if path.startswith(folder + "/") and not path.endswith("/"))
         return sorted(key for key in keys if not any(s.startswith(INTERNAL_NAME_PREFIX) for s in key.split("/")))
 
-    def list_dirs(self, prefix: str = "") -> list[str]:
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         prefix = validate_prefix(prefix)
         folder = self._path(prefix)
         with self._errors(prefix, "list"):
@@ -281,7 +282,7 @@ class FsspecStorage(Storage):
         # Conditional PUT: if another writer published meanwhile, exactly one of us wins.
         self._create(marker_key, lambda: self.fs.put_file(marker_path, self._path(marker_key), mode="create"))
 
-    def _upload(self, pairs: list[tuple[str, str]]) -> None:
+    def _upload(self, pairs: builtins.list[tuple[str, str]]) -> None:
         """Upload (local path, remote path) pairs concurrently; returns only when every upload completed."""
         if pairs:
             self.fs.put([local for local, _ in pairs], [remote for _, remote in pairs])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from likeness.trainer.states import TERMINAL_STATES
+
 # Read from the database: every trainer process reports the same cluster-wide values, so aggregate with max().
 JOBS = Gauge(
     "likeness_trainer_jobs", "Training jobs in the control-plane database, by state (aggregate with max)", ["state"]
@@ -13,6 +15,9 @@ QUEUE_DEPTH = Gauge(
 )
 DATABASE_UP = Gauge("likeness_trainer_database_up", "1 while the control-plane database answers, else 0")
 JOBS_FINISHED = Counter("likeness_trainer_jobs_finished_total", "Training jobs that ended, by final state", ["state"])
+# Every final state's series exists from start-up, so that `increase()` counts a restarted process's first failure.
+for _state in sorted(TERMINAL_STATES, key=lambda state: state.value):
+    JOBS_FINISHED.labels(_state.value)
 STEPS = Counter("likeness_trainer_steps_total", "Optimisation steps trained", ["device"])
 STEP_SECONDS = Histogram(
     "likeness_trainer_step_duration_seconds",

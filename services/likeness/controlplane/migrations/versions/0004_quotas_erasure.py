@@ -8,6 +8,8 @@ Revises: 0003
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -66,7 +68,7 @@ def upgrade() -> None:
     op.create_index("ix_erasures_tenant", "erasures", ["tenant", "erase_time"], unique=False)
 
 
-def _class_images_key(config: dict) -> str:
+def _class_images_key(config: dict[str, Any]) -> str:
     """TrainingConfig.class_images_key as of this revision, from the stored config document."""
     prior = config.get("prior") or {}
     if not prior.get("enabled") or prior.get("class_dataset_id") or not config.get("resolution"):
