@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -31,4 +31,4 @@ def run_in_short_lived_thread(fn: Callable[..., T], *args: Any, name: str = "lik
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"]
+    return cast(T, outcome["result"])
