@@ -24,6 +24,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from PIL import Image, ImageOps
 
 from likeness import errors
+from likeness.api.generation import SCHEDULER_ENUMS, SCHEDULER_NAMES, SCHEDULERS
 from likeness.client import GeneratedImage, LikenessClient
 from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
 from likeness.inference.v1 import inference_service_pb2 as inference_pb
@@ -297,7 +298,8 @@ def create_app(config: StudioConfig) -> Flask:
     @app.get("/generate")
     def generate_form() -> str:
         values = {"prompt": "a photo of {subject}", "negative_prompt": "", "steps": DEFAULT_STEPS, "seed": "",
-                  "num_images": 1, "subject_model_id": request.args.get("subject", ""), "record": False}  # fmt: skip
+                  "num_images": 1, "subject_model_id": request.args.get("subject", ""), "record": False,
+                  "guidance_scale": "", "scheduler": ""}  # fmt: skip
         prompt_id = request.args.get("prompt_id", "")
         if prompt_id:
             record = _call(lambda: client().get_prompt(prompt_id))
@@ -307,20 +309,32 @@ def create_app(config: StudioConfig) -> Flask:
                 values["steps"] = params.num_inference_steps
             if params.HasField("seed"):
                 values["seed"] = params.seed
+            if params.HasField("guidance_scale"):
+                values["guidance_scale"] = f"{params.guidance_scale:g}"
+            values["scheduler"] = SCHEDULER_NAMES.get(params.scheduler, "")
         models = [present.subject(m) for m in _call(lambda: client().list_subject_models())]
-        return render_template("generate.html", values=values, subjects=models, images=[], error="")
+        return render_template(
+            "generate.html", values=values, subjects=models, images=[], error="", schedulers=SCHEDULERS
+        )
 
     @app.post("/generate")
     def generate() -> Any:
-        request_message = _generation_request(request.form)
         models = [present.subject(m) for m in _call(lambda: client().list_subject_models())]
         values = dict(request.form)
         try:
+            request_message = _generation_request(request.form)
             result = _call(lambda: client().generate(request_message, timeout=600))
         except errors.InvalidArgument as error:
-            return render_template("generate.html", values=values, subjects=models, images=[], error=str(error)), 400
+            return (
+                render_template(
+                    "generate.html", values=values, subjects=models, images=[], error=str(error), schedulers=SCHEDULERS
+                ),
+                400,
+            )
         images = [_shown_image(image) for image in result.images]
-        return render_template("generate.html", values=values, subjects=models, images=images, error="")
+        return render_template(
+            "generate.html", values=values, subjects=models, images=images, error="", schedulers=SCHEDULERS
+        )
 
     @app.post("/api/generate")
     def generate_stream() -> Response:
@@ -421,6 +435,17 @@ def _generation_request(form: Any) -> inference_pb.GenerateImagesRequest:
     )
     if str(form.get("seed", "")).strip():
         parameters.seed = _int(form, "seed", 0, 0, 2**53)
+    guidance = str(form.get("guidance_scale", "")).strip()
+    if guidance:
+        try:
+            parameters.guidance_scale = float(guidance)
+        except ValueError:
+            raise errors.InvalidArgument("must be a number such as 7.5", field="guidance_scale") from None
+    scheduler = form.get("scheduler", "")
+    if scheduler:
+        if scheduler not in SCHEDULER_ENUMS:
+            raise errors.InvalidArgument(f"must be one of {', '.join(SCHEDULERS)}", field="scheduler")
+        parameters.scheduler = SCHEDULER_ENUMS[scheduler]
     return inference_pb.GenerateImagesRequest(
         prompt=form.get("prompt", ""),
         subject_model_id=form.get("subject_model_id", ""),
