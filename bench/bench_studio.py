@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 from urllib.parse import quote
 
 import numpy as np
@@ -37,8 +36,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_gallery import QUERIES, p95, write_csv  # noqa: E402
+from chromium import start_chromium  # noqa: E402
 
 from likeness.controlplane.database import Database  # noqa: E402
 from likeness.controlplane.migrate import migrate  # noqa: E402
@@ -49,9 +50,6 @@ from likeness.server.settings import Settings  # noqa: E402
 from likeness.storage.local import LocalStorage  # noqa: E402
 from likeness.studio.server import StudioServer  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-WINDOW_SIZE = (1280, 900)  # as tests/studio/conftest.py
 #: Prompts recorded with an image per query (20 queries: 3,000 images), from a pool of distinct pictures.
 IMAGES_PER_QUERY = 150
 IMAGE_POOL = 64
@@ -122,44 +120,8 @@ def build_gallery(work: Path, rows: int) -> tuple[Settings, int]:
 
 
 def chromium(log_path: Path):
-    """A fresh headless Chromium (new temporary profile, empty cache) driven through Debian's chromedriver.
-
-    The options are those of tests/studio/conftest.py's `browser` fixture (copied, not imported: that is a pytest
-    fixture). With the driver's path given Selenium Manager never runs; it is made to fail loudly if it would.
-    """
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.selenium_manager import SeleniumManager
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
-        "--disable-dev-shm-usage",  # containers have a small /dev/shm
-        "--disable-gpu",
-        f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}",
-        "--force-device-scale-factor=1",
-        # Keep Chromium itself off the network (updates, sync, field trials): only 127.0.0.1 is talked to.
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-default-apps",
-        "--disable-sync",
-        "--disable-extensions",
-        "--metrics-recording-only",
-        "--lang=en-US",
-    ):
-        options.add_argument(arg)
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(log_path))
-    refuse = AssertionError("Selenium Manager was invoked; the benchmark must never download anything")
-    with mock.patch.object(SeleniumManager, "binary_paths", side_effect=refuse):
-        driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
-    return driver
+    """A fresh headless Chromium (new temporary profile, empty cache), as the Studio's browser tests start it."""
+    return start_chromium(log_path, page_load_timeout=60.0)
 
 
 # Types `query` into #q the way an input event arrives, and reports (ms after the event) when the results HTML
