@@ -38,3 +38,20 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     if not postgres_server.running:  # a test stopped it and did not start it again
         postgres_server.start()
     return postgres_server.fresh_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path):
+    """A migrated control-plane database: an SQLite file, or a fresh database on the session's PostgreSQL."""
+    from likeness.controlplane.database import Database
+    from likeness.controlplane.migrate import migrate
+
+    url = (
+        f"sqlite:///{tmp_path / 'likeness.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    db = Database(url)
+    migrate(db)
+    yield db
+    db.dispose()

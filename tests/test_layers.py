@@ -36,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "erasure": {"controlplane", "enums", "errors", "gallery", "storage", "trainer"},
     "client": {"api", "errors", "gallery", "inference", "trainer", "type"},
-    "studio": {"client", "errors", "gallery", "inference", "server", "trainer", "type"},
+    "studio": {"api", "client", "errors", "gallery", "inference", "server", "trainer", "type"},
     "world": {"client", "errors", "inference", "models", "server", "trainer", "type"},
 }  # fmt: skip
 #: Top-level packages that may import anything (the command line and the package root).

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from likeness.controlplane.database import Database
-from likeness.controlplane.migrate import migrate
 from likeness.gallery.store import PromptStore
 from likeness.storage.local import LocalStorage
 
@@ -34,20 +33,6 @@ def storage(tmp_path: Path) -> LocalStorage:
 @pytest.fixture
 def clock() -> StepClock:
     return StepClock()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated control-plane database: an SQLite file, or a fresh database on the real PostgreSQL server."""
-    url = (
-        f"sqlite:///{tmp_path / 'likeness.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    db = Database(url)
-    migrate(db)
-    yield db
-    db.dispose()
 
 
 @pytest.fixture

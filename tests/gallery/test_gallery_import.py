@@ -68,7 +68,11 @@ def test_csv_with_diffusiondb_columns_reports_bad_rows_and_is_idempotent(tmp_pat
     assert run_import(tmp_path, path, "--shared", "--tenant", "public") == 1
     out = capsys.readouterr()
     assert "5 rows: 2 imported, 0 already present, 3 rejected, 1 without a scheduler" in out.out
-    assert "line 4: prompt" in out.err and "line 5: params.steps" in out.err and "line 6: prompt" in out.err
+    assert (
+        "line 4: prompt" in out.err
+        and "line 5: parameters.num_inference_steps" in out.err
+        and "line 6: prompt" in out.err
+    )
     assert run_import(tmp_path, path, "--shared", "--tenant", "public") == 1
     assert "2 already present" in capsys.readouterr().out
     page = store(tmp_path).search("acme", "corgi astronaut", filters=SearchFilters(scope=Scope.SHARED))

@@ -35,19 +35,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'likeness.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    db = Database(url)
-    migrate(db)
-    yield db
-    db.dispose()
-
-
 def test_keys_are_shown_once_stored_hashed_and_verified(database) -> None:
     clock = Clock()
     keys = ApiKeys(database, clock=clock)

@@ -30,19 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_helpers import photos
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'likeness.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    db = Database(url)
-    migrate(db)
-    yield db
-    db.dispose()
-
-
 def config() -> TrainingConfig:
     spec = {"base_model": "tiny-sd15", "class_noun": "dog", "dataset_id": "ds-1", "hyperparameters": {"seed": 1}}
     return TrainingConfig.from_spec(spec, identifier="ohwx")

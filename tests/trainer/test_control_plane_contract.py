@@ -30,18 +30,6 @@ def config() -> TrainingConfig:
     return TrainingConfig.from_spec(SPEC, identifier="ohwx")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'likeness.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db = Database(url)
-    migrate(db)
-    yield db
-    db.dispose()
-
-
 @pytest.fixture
 def store(database) -> JobStore:
     return JobStore(database)

@@ -104,7 +104,6 @@ def test_bad_input_is_invalid_argument_naming_the_field_and_writes_nothing(clien
         ({"photos": [("bomb.png", bomb)]}, "photos"),
         ({"photos": [("tiny.png", photo_bytes(0, size=16))]}, "photos"),
         ({"photos": [(f"{i}.png", photo_bytes(i)) for i in range(101)]}, "photos"),
-        ({"spec": job_spec("no-such-model", dataset_id=dataset.dataset_id)}, "spec.base_model"),
         ({"spec": job_spec(dataset_id=dataset.dataset_id, identifier="zwx")}, "spec.identifier"),
         ({"spec": job_spec(dataset_id=dataset.dataset_id, class_noun="")}, "spec.class_noun"),
         ({"spec": job_spec(dataset_id=dataset.dataset_id, steps=0)}, "spec.hyperparameters.max_train_steps"),
@@ -125,6 +124,8 @@ def test_bad_input_is_invalid_argument_naming_the_field_and_writes_nothing(clien
         assert field in str(caught.value), (field, str(caught.value))
     with pytest.raises(errors.NotFound):
         client.create_training_job(job_spec(dataset_id="ds-missing"))
+    with pytest.raises(errors.NotFound, match=r"spec\.base_model: unknown base model"):  # as GenerateImages
+        client.create_training_job(job_spec("no-such-model", dataset_id=dataset.dataset_id))
     with pytest.raises(errors.InvalidArgument, match="photos"):
         client.prepare_dataset([("x.png", b"garbage")], pb.DatasetOptions(base_model="tiny-sd15"))
     assert storage_files(storage_root) == before  # nothing written

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import EnumDescriptor
+
 from likeness.errors import InvalidArgument
 from likeness.type.v1 import types_pb2
 
@@ -62,6 +64,53 @@ def check_scheduler(value: Any, *, field: str = f"{PARAMETERS_FIELD}.scheduler",
     name = value.strip().lower() if isinstance(value, str) else None
     if name not in known:
         raise InvalidArgument(f"unknown scheduler {value!r}; use one of {', '.join(known)}", field=field)
+    return name
+
+
+# ---- enum vocabularies --------------------------------------------------------------------------------------
+
+
+def enum_names(enum: EnumDescriptor, prefix: str, *, unspecified: str | None = None) -> dict[int, str]:
+    """Enum value -> lower-case name without `prefix` (TRAINING_METHOD_LORA -> "lora"), in enum order.
+
+    The zero (UNSPECIFIED) value maps to `unspecified`, or is left out when that is None. Every map of an enum to
+    the names the domain uses is built here from the enum's descriptor, so the proto stays the only list.
+    """
+    names: dict[int, str] = {}
+    for value in enum.values:
+        if value.number == 0:
+            if unspecified is not None:
+                names[0] = unspecified
+            continue
+        names[value.number] = value.name.removeprefix(prefix).lower()
+    return names
+
+
+# ---- image formats ------------------------------------------------------------------------------------------
+
+#: The name of IMAGE_FORMAT_UNSPECIFIED's encoding: PNG.
+DEFAULT_IMAGE_FORMAT = "png"
+#: ImageFormat enum value -> encoding name ("png", "jpeg", "webp"); every value but IMAGE_FORMAT_UNSPECIFIED.
+IMAGE_FORMAT_NAMES: dict[int, str] = enum_names(types_pb2.ImageFormat.DESCRIPTOR, "IMAGE_FORMAT_")
+#: Encoding name -> enum value (the inverse of IMAGE_FORMAT_NAMES).
+IMAGE_FORMAT_ENUMS: dict[str, int] = {name: value for value, name in IMAGE_FORMAT_NAMES.items()}
+#: The explicit image format names, in enum order.
+IMAGE_FORMATS: tuple[str, ...] = tuple(IMAGE_FORMAT_NAMES.values())
+# File extensions that differ from the format name.
+_EXTENSION_OVERRIDES = {"jpeg": "jpg"}
+#: Format name -> media type ("image/jpeg").
+IMAGE_MEDIA_TYPES: dict[str, str] = {name: f"image/{name}" for name in IMAGE_FORMATS}
+#: Format name -> file extension without the dot ("jpg").
+IMAGE_EXTENSIONS: dict[str, str] = {name: _EXTENSION_OVERRIDES.get(name, name) for name in IMAGE_FORMATS}
+
+
+def image_format_name(value: int, *, field: str = "output_format") -> str:
+    """The encoding name of an ImageFormat value (DEFAULT_IMAGE_FORMAT for unspecified); InvalidArgument if unknown."""
+    if value == types_pb2.IMAGE_FORMAT_UNSPECIFIED:
+        return DEFAULT_IMAGE_FORMAT
+    name = IMAGE_FORMAT_NAMES.get(value)
+    if name is None:
+        raise InvalidArgument(f"unknown image format value {value}", field=field)
     return name
 
 

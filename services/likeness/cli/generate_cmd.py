@@ -6,21 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from likeness.api.generation import DEFAULT_SCHEDULER, IMAGE_FORMAT_ENUMS, SCHEDULER_ENUMS
 from likeness.cli.common import add_address_argument, connect
 from likeness.client import GeneratedImage
 from likeness.inference.v1 import inference_service_pb2 as inference_pb
 from likeness.type.v1 import types_pb2
 
-SCHEDULERS = {
-    "default": types_pb2.SCHEDULER_UNSPECIFIED,
-    "ddim": types_pb2.SCHEDULER_DDIM,
-    "euler": types_pb2.SCHEDULER_EULER,
-    "euler-a": types_pb2.SCHEDULER_EULER_ANCESTRAL,
-    "dpm++": types_pb2.SCHEDULER_DPM_SOLVER_MULTISTEP,
-    "unipc": types_pb2.SCHEDULER_UNI_PC,
-    "ddpm": types_pb2.SCHEDULER_DDPM,
-}
-FORMATS = {"png": types_pb2.IMAGE_FORMAT_PNG, "jpeg": types_pb2.IMAGE_FORMAT_JPEG, "webp": types_pb2.IMAGE_FORMAT_WEBP}
+# --scheduler takes the wire names (likeness.api.generation: derived from the Scheduler enum).
+SCHEDULERS = {DEFAULT_SCHEDULER: types_pb2.SCHEDULER_UNSPECIFIED, **SCHEDULER_ENUMS}
+FORMATS = IMAGE_FORMAT_ENUMS
 PROGRESS_WIDTH = 30
 
 

@@ -65,3 +65,11 @@ def _fit(draw: ImageDraw.ImageDraw, label: str, width: int) -> str:
     while label and draw.textlength(label + "...") > width:
         label = label[:-1]
     return label + "..."
+
+
+def encoded_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an encoded contact sheet, read from its header; (0, 0) for no sheet (empty bytes)."""
+    if not data:
+        return 0, 0
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size

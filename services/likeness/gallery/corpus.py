@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from likeness.api import generation
+
 SUBJECTS = (
     "an old fisherman",
     "a young woman with red hair",
@@ -217,7 +219,8 @@ MODIFIERS = (
     "cute",
 )
 NEGATIVES = ("", "", "blurry, low quality", "deformed, extra limbs, bad anatomy", "watermark, text, signature")
-SCHEDULERS = ("euler_ancestral", "euler", "ddim", "dpm_solver_multistep", "uni_pc")
+#: Every explicit scheduler of the Scheduler enum (likeness.api.generation).
+SCHEDULERS = generation.SCHEDULERS
 SIZES = ((512, 512), (512, 768), (768, 512), (768, 768), (1024, 1024))
 
 

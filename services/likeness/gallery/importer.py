@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from likeness.api import generation
 from likeness.enums import ValueEnum
 from likeness.errors import InvalidArgument, LikenessError
 from likeness.gallery.store import ImportRows, PromptDraft, PromptStore, import_rows
@@ -162,7 +163,9 @@ def _number(value: Any, name: str) -> int | float | None:
         try:
             number = float(value.strip())
         except ValueError:
-            raise InvalidArgument(f"{value!r} is not a number", field=f"params.{name}") from None
+            raise InvalidArgument(
+                f"{value!r} is not a number", field=generation.field_path(generation.FIELDS_BY_KEY[name])
+            ) from None
         return int(number) if number.is_integer() else number
     if isinstance(value, float) and math.isnan(value):
         return None  # an empty cell of a numeric Parquet or pandas column

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import sqlalchemy as sa
 
 from likeness.controlplane.schema import subject_models
-from likeness.inference.gallery_link import GalleryLink
-from likeness.inference.repository import ModelRepository
 from likeness.storage.base import Storage
 from likeness.storage.layout import model_prefix
+
+if TYPE_CHECKING:
+    from likeness.inference.gallery_link import GalleryLink
+    from likeness.inference.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,11 @@ def delete_subject_model(
     return SubjectDeletion(model_id, removed + entries.files_removed, entries.entries)
 
 
-def sweep_subjects(repository: ModelRepository, stop: threading.Event, interval_seconds: float) -> None:
-    """Forget subjects deleted through other replicas, every `interval_seconds`, until `stop` is set."""
+def sweep_subjects(sweep_deleted: Callable[[], object], stop: threading.Event, interval_seconds: float) -> None:
+    """Forget subjects deleted through other replicas (`sweep_deleted()`, e.g. `InferenceEngine.sweep_deleted`),
+    every `interval_seconds`, until `stop` is set."""
     while not stop.wait(interval_seconds):
         try:
-            repository.sweep_deleted()
+            sweep_deleted()
         except Exception:  # storage briefly unreachable: the next sweep tries again
             log.warning("subject sweep failed", exc_info=True)

@@ -1,4 +1,4 @@
-"""The inference core: admission, the GPU worker thread, and the repository operations the API exposes.
+"""The inference core: admission, the GPU worker thread, and the model operations the API exposes.
 
 One worker thread runs batches one after another (a GPU runs one denoising loop efficiently at a time; batching
 is how concurrent requests share it). Admission runs on the caller's thread: it validates the request against the
@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from likeness.errors import DeadlineExceeded, FailedPrecondition, LikenessError, Unavailable
 from likeness.inference import metrics
 from likeness.inference.batching import RequestQueue
+from likeness.inference.deletion import SubjectDeletion, delete_subject_model
+from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.jobs import AcceptedEvent, EventSink, GenerationJob, WarningEvent
 from likeness.inference.params import GenerationSpec, SubjectNames, validate
 from likeness.inference.pipeline_runner import run_batch
 from likeness.inference.repository import BaseStatus, ModelRepository, SubjectStatus
+from likeness.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +236,36 @@ class InferenceEngine:
                 job.load_seconds = lease.entry.load_seconds if loaded_for_it else 0.0
             run_batch(self.repository, base, lease.entry, jobs, self._encoder)
 
-    # ---- repository API -----------------------------------------------------------------------------------
+    # ---- subject models and server status (what the API offers besides generation) ----------------------
+
+    def list_subjects(self, tenant: str, *, base_model: str = "", loaded_only: bool = False) -> list[SubjectStatus]:
+        """Published subject models of `tenant` with their state, newest first."""
+        return self.repository.list_subjects(tenant, base_model=base_model, loaded_only=loaded_only)
+
+    def get_subject(self, tenant: str, model_id: str) -> SubjectStatus:
+        """One subject model's status (reading storage for one not seen yet); NotFound if not published."""
+        return self.repository.subject_status(tenant, model_id)
+
+    def load_subject(self, tenant: str, model_id: str) -> SubjectStatus:
+        """Load (pre-warm) a subject model and wait for it."""
+        return self.repository.load_subject(tenant, model_id)
+
+    def unload_subject(self, tenant: str, model_id: str) -> SubjectStatus:
+        """Evict a subject model now (a batch using it finishes first)."""
+        return self.repository.unload_subject(tenant, model_id)
+
+    def delete_subject(self, gallery: GalleryLink, tenant: str, model_id: str) -> SubjectDeletion:
+        """Delete a published subject model everywhere (see `deletion.delete_subject_model`)."""
+        return delete_subject_model(self.repository, self.repository.storage, gallery, tenant, model_id)
+
+    @property
+    def storage(self) -> Storage:
+        """The shared storage subject models are published to."""
+        return self.repository.storage
+
+    def sweep_deleted(self) -> list[tuple[str, str]]:
+        """Forget the subjects deleted through other replicas; returns them."""
+        return self.repository.sweep_deleted()
 
     def status(self) -> ServerStatus:
         repository = self.repository

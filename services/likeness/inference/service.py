@@ -111,7 +111,7 @@ class InferenceComponent:
         # Subjects deleted through another replica leave this one within subject_sweep_seconds.
         self._sweeper = threading.Thread(
             target=sweep_subjects,
-            args=(self.engine.repository, self._stop_sweeping, self.settings.subject_sweep_seconds),
+            args=(self.engine.sweep_deleted, self._stop_sweeping, self.settings.subject_sweep_seconds),
             name="likeness-subject-sweep",
             daemon=True,
         )

@@ -7,16 +7,18 @@ reads, model loads) run in worker threads so the event loop keeps serving other 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from likeness.api.chunks import iter_chunk_fields
+from likeness.api.convert import subject_model_to_pb
+from likeness.api.generation import IMAGE_FORMAT_ENUMS, image_format_name, scheduler_name
 from likeness.errors import FailedPrecondition, InvalidArgument, LikenessError, Unavailable
 from likeness.inference import metrics
-from likeness.inference.deletion import delete_subject_model
+from likeness.inference.base_pool import BaseStatus
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.jobs import (
@@ -28,51 +30,28 @@ from likeness.inference.jobs import (
     SummaryEvent,
     WarningEvent,
 )
+from likeness.inference.loading import FAILED, LOADED, LOADING, NOT_LOADED
 from likeness.inference.params import GenerationSpec
-from likeness.inference.repository import FAILED, LOADED, LOADING, NOT_LOADED, BaseStatus, SubjectStatus
+from likeness.inference.subject_files import stored_size
+from likeness.inference.subject_index import SubjectStatus
 from likeness.inference.v1 import inference_service_pb2 as pb
 from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.server.context import current_request_id, current_tenant
-from likeness.storage.layout import model_prefix
-from likeness.storage.manifest import parse_rfc3339
 from likeness.type.v1 import types_pb2
 
-SCHEDULER_NAMES = {
-    types_pb2.SCHEDULER_UNSPECIFIED: "default",
-    types_pb2.SCHEDULER_DDIM: "ddim",
-    types_pb2.SCHEDULER_EULER: "euler",
-    types_pb2.SCHEDULER_EULER_ANCESTRAL: "euler_ancestral",
-    types_pb2.SCHEDULER_DPM_SOLVER_MULTISTEP: "dpm_solver_multistep",
-    types_pb2.SCHEDULER_UNI_PC: "uni_pc",
-    types_pb2.SCHEDULER_DDPM: "ddpm",
-}
-FORMAT_NAMES = {
-    types_pb2.IMAGE_FORMAT_UNSPECIFIED: "png",
-    types_pb2.IMAGE_FORMAT_PNG: "png",
-    types_pb2.IMAGE_FORMAT_JPEG: "jpeg",
-    types_pb2.IMAGE_FORMAT_WEBP: "webp",
-}
-FORMAT_ENUMS = {
-    "png": types_pb2.IMAGE_FORMAT_PNG,
-    "jpeg": types_pb2.IMAGE_FORMAT_JPEG,
-    "webp": types_pb2.IMAGE_FORMAT_WEBP,
-}
 LOAD_STATES = {
     NOT_LOADED: pb.LOAD_STATE_NOT_LOADED,
     LOADING: pb.LOAD_STATE_LOADING,
     LOADED: pb.LOAD_STATE_LOADED,
     FAILED: pb.LOAD_STATE_FAILED,
 }
-METHODS = {"lora": types_pb2.TRAINING_METHOD_LORA, "full": types_pb2.TRAINING_METHOD_FULL}
 
 
 def spec_from_request(request: pb.GenerateImagesRequest) -> GenerationSpec:
     """The domain view of a request; unset optional fields stay None."""
     p = request.parameters
-    if p.scheduler not in SCHEDULER_NAMES:
-        raise InvalidArgument(f"unknown scheduler value {p.scheduler}", field="parameters.scheduler")
-    if request.output_format not in FORMAT_NAMES:
-        raise InvalidArgument(f"unknown image format value {request.output_format}", field="output_format")
+    scheduler = scheduler_name(p.scheduler)
+    output_format = image_format_name(request.output_format)
     return GenerationSpec(
         prompt=request.prompt,
         negative_prompt=p.negative_prompt,
@@ -81,35 +60,23 @@ def spec_from_request(request: pb.GenerateImagesRequest) -> GenerationSpec:
         guidance_scale=p.guidance_scale if p.HasField("guidance_scale") else None,
         width=p.width if p.HasField("width") else None,
         height=p.height if p.HasField("height") else None,
-        scheduler=SCHEDULER_NAMES[p.scheduler],
+        scheduler=scheduler,
         seed=p.seed if p.HasField("seed") else None,
         lora_scale=p.lora_scale if p.HasField("lora_scale") else None,
-        output_format=FORMAT_NAMES[request.output_format],
+        output_format=output_format,
         preview_every_n_steps=request.preview_every_n_steps,
         subject_model_id=request.subject_model_id,
         base_model=request.base_model,
     )
 
 
-def subject_status_proto(status: SubjectStatus, tenant: str) -> pb.SubjectModelStatus:
-    model = types_pb2.SubjectModel(model_id=status.model_id, size_bytes=status.size_bytes)
-    manifest = status.manifest
-    if manifest is not None:
-        model.identifier = manifest.identifier
-        model.class_noun = manifest.class_noun
-        model.base_model = manifest.base_model
-        model.method = METHODS.get(manifest.method, types_pb2.TRAINING_METHOD_UNSPECIFIED)
-        model.lora_rank = manifest.lora_rank or 0
-        created = Timestamp()
-        created.FromDatetime(parse_rfc3339(manifest.created_at))
-        model.create_time.CopyFrom(created)
-        for name, value in manifest.metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                model.metrics[name] = float(value)
-        job_id = manifest.training_config.get("job_id")
-        model.job_id = job_id if isinstance(job_id, str) else ""
-        prefix = model_prefix(tenant, status.model_id)
-        model.sample_image_keys.extend(f"{prefix}/{path}" for path in manifest.sample_images)
+def subject_status_proto(status: SubjectStatus, tenant: str, size_bytes: int | None = None) -> pb.SubjectModelStatus:
+    """`size_bytes` overrides the status's (which is 0 until the subject is loaded here)."""
+    size = status.size_bytes if size_bytes is None else size_bytes
+    if status.manifest is not None:
+        model = subject_model_to_pb(status.manifest, size_bytes=size)
+    else:
+        model = types_pb2.SubjectModel(model_id=status.model_id, size_bytes=size)
     return pb.SubjectModelStatus(
         model=model,
         state=LOAD_STATES[status.state],
@@ -146,6 +113,18 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         if engine is None:
             raise Unavailable("the inference service is starting; retry in a moment")
         return engine
+
+    def _subject_protos(self, statuses: list[SubjectStatus], tenant: str) -> list[pb.SubjectModelStatus]:
+        """Statuses as messages, with the size of the published weights also for subjects not loaded (blocking)."""
+        storage = self._engine().storage
+        protos = []
+        for status in statuses:
+            size = status.size_bytes
+            if not size and status.manifest is not None:
+                with contextlib.suppress(LikenessError):  # a missing weight file is the load's to report
+                    size = stored_size(storage, status.manifest)
+            protos.append(subject_status_proto(status, tenant, size_bytes=size))
+        return protos
 
     async def GenerateImages(
         self, request: pb.GenerateImagesRequest, context: grpc.aio.ServicerContext
@@ -206,7 +185,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             engine.cancel(job)
 
     def _image_chunks(self, event: ImageEvent, gallery_prompt_id: str = "") -> list[pb.GenerateImagesResponse]:
-        image_format = FORMAT_ENUMS[event.image_format]
+        image_format = IMAGE_FORMAT_ENUMS[event.image_format]
         return [
             pb.GenerateImagesResponse(
                 image_chunk=pb.ImageChunk(
@@ -229,36 +208,39 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> pb.ListSubjectModelsResponse:
         tenant = current_tenant()
         statuses = await asyncio.to_thread(
-            self._engine().repository.list_subjects,
+            self._engine().list_subjects,
             tenant,
             base_model=request.base_model,
             loaded_only=request.loaded_only,
         )
-        return pb.ListSubjectModelsResponse(models=[subject_status_proto(s, tenant) for s in statuses])
+        return pb.ListSubjectModelsResponse(models=await asyncio.to_thread(self._subject_protos, statuses, tenant))
 
     async def GetSubjectModel(
         self, request: pb.GetSubjectModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSubjectModelResponse:
         tenant = current_tenant()
         model_id = _required_id(request.model_id)
-        status = await asyncio.to_thread(self._engine().repository.subject_status, tenant, model_id)
-        return pb.GetSubjectModelResponse(model=subject_status_proto(status, tenant))
+        status = await asyncio.to_thread(self._engine().get_subject, tenant, model_id)
+        (model,) = await asyncio.to_thread(self._subject_protos, [status], tenant)
+        return pb.GetSubjectModelResponse(model=model)
 
     async def LoadSubjectModel(
         self, request: pb.LoadSubjectModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.LoadSubjectModelResponse:
         tenant = current_tenant()
         model_id = _required_id(request.model_id)
-        status = await asyncio.to_thread(self._engine().repository.load_subject, tenant, model_id)
-        return pb.LoadSubjectModelResponse(model=subject_status_proto(status, tenant))
+        status = await asyncio.to_thread(self._engine().load_subject, tenant, model_id)
+        (model,) = await asyncio.to_thread(self._subject_protos, [status], tenant)
+        return pb.LoadSubjectModelResponse(model=model)
 
     async def UnloadSubjectModel(
         self, request: pb.UnloadSubjectModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnloadSubjectModelResponse:
         tenant = current_tenant()
         model_id = _required_id(request.model_id)
-        status = await asyncio.to_thread(self._engine().repository.unload_subject, tenant, model_id)
-        return pb.UnloadSubjectModelResponse(model=subject_status_proto(status, tenant))
+        status = await asyncio.to_thread(self._engine().unload_subject, tenant, model_id)
+        (model,) = await asyncio.to_thread(self._subject_protos, [status], tenant)
+        return pb.UnloadSubjectModelResponse(model=model)
 
     async def DeleteSubjectModel(
         self, request: pb.DeleteSubjectModelRequest, context: grpc.aio.ServicerContext
@@ -267,10 +249,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         model_id = _required_id(request.model_id)
         if self._gallery is None:
             raise FailedPrecondition("this server has no control-plane database to delete subject models from")
-        repository = self._engine().repository
-        deleted = await asyncio.to_thread(
-            delete_subject_model, repository, repository.storage, self._gallery, tenant, model_id
-        )
+        deleted = await asyncio.to_thread(self._engine().delete_subject, self._gallery, tenant, model_id)
         return pb.DeleteSubjectModelResponse(
             model_id=deleted.model_id,
             files_removed=deleted.files_removed,

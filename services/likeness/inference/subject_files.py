@@ -8,6 +8,7 @@ Problems raise FailedPrecondition with a reason naming the file, which the repos
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from likeness.errors import FailedPrecondition
+from likeness.storage.base import Storage
 from likeness.storage.manifest import SubjectModelManifest
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -27,6 +29,29 @@ UNET_COMPATIBILITY_KEYS = ("in_channels", "out_channels", "cross_attention_dim",
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def published_size(manifest: SubjectModelManifest, folder: Path) -> int:
+    """Total bytes of the subject's weight files in its materialised `folder` (SubjectModel.size_bytes)."""
+    return sum((folder / name).stat().st_size for name in manifest.weights if (folder / name).is_file())
+
+
+# (storage id, model prefix, created_at) -> size: a published model's files never change (a republish is a new
+# created_at), so each is read at most once per process.
+_stored_sizes: dict[tuple[int, str, str], int] = {}
+_stored_sizes_lock = threading.Lock()
+
+
+def stored_size(storage: Storage, manifest: SubjectModelManifest) -> int:
+    """Total bytes of the subject's weight files in `storage`, for subjects not materialised here (blocking)."""
+    key = (id(storage), manifest.prefix, manifest.created_at)
+    with _stored_sizes_lock:
+        size = _stored_sizes.get(key)
+    if size is None:
+        size = sum(len(data) for data in storage.read_many(manifest.weight_keys).values())
+        with _stored_sizes_lock:
+            _stored_sizes[key] = size
+    return size
 
 
 def read_lora(manifest: SubjectModelManifest, folder: Path) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from likeness.errors import FailedPrecondition, InvalidArgument
 from likeness.storage.base import validate_key
-from likeness.storage.layout import validate_resource_id, validate_tenant
+from likeness.storage.layout import model_prefix, validate_resource_id, validate_tenant
 
 FORMAT_VERSION = 1
 METHODS = ("lora", "full")
@@ -190,6 +190,21 @@ class SubjectModelManifest(_Manifest):
             )
         else:
             _require(self.lora_rank is None, "lora_rank", "must be null for method 'full'")
+
+    @property
+    def prefix(self) -> str:
+        """The storage folder of the model: `tenants/{tenant}/models/{model_id}`."""
+        return model_prefix(self.tenant, self.model_id)
+
+    @property
+    def sample_image_keys(self) -> list[str]:
+        """Storage keys of the sample images (`sample_images` are relative to the model folder)."""
+        return [f"{self.prefix}/{path}" for path in self.sample_images]
+
+    @property
+    def weight_keys(self) -> list[str]:
+        """Storage keys of the weight files."""
+        return [f"{self.prefix}/{path}" for path in self.weights]
 
 
 @dataclass

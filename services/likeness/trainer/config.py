@@ -179,26 +179,65 @@ class TrainingConfig:
         None or absent, `method` as "lora"/"full"/"" and `hyperparameters.mixed_precision` as
         "auto"/"no"/"fp16"/"bf16". `identifier` is the already validated (or chosen) identifier token; base model
         existence and identifier rarity are checked by the caller, who knows the tokenizer. `seed` is used when
-        the spec leaves it unset (a random one otherwise).
+        the spec leaves it unset (a random one otherwise). A key the reader does not read is refused
+        (`InvalidArgument` naming its API path), so a field carried by the converter but forgotten here fails loudly.
         """
         return _SpecReader(spec).build(identifier=identifier, default_seed=seed)
 
 
-def _section(spec: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+class _ReadKeys(Mapping[str, Any]):
+    """A spec message that remembers which keys the reader looked at, so that any other key can be refused."""
+
+    def __init__(self, values: Mapping[str, Any], path: str) -> None:
+        self.values = values
+        self.path = path
+        self.read: set[Any] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return self.values[key]
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(key)
+        return key in self.values
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def refuse_unread(self) -> None:
+        """InvalidArgument naming the API path of the first key nobody read (a field the reader does not know)."""
+        unread = [key for key in self.values if key not in self.read]
+        if unread:
+            raise InvalidArgument(
+                f"unknown field {unread[0]!r}; this trainer does not read it", field=f"{self.path}{unread[0]}"
+            )
+
+
+def _section(spec: _ReadKeys, name: str) -> _ReadKeys:
     value = spec.get(name) or {}
     if not isinstance(value, Mapping):
         raise InvalidArgument("must be a message", field=f"spec.{name}")
-    return value
+    return _ReadKeys(value, f"spec.{name}.")
 
 
 class _SpecReader:
-    """Reads one spec, checking each value against its documented range."""
+    """Reads one spec, checking each value against its documented range; a key it does not read is an error."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        self.spec = spec
+        self.spec = _ReadKeys(spec, "spec.")
+        self.sections: list[_ReadKeys] = []
+
+    def _section(self, name: str) -> _ReadKeys:
+        section = _section(self.spec, name)
+        self.sections.append(section)
+        return section
 
     def build(self, *, identifier: str, default_seed: int | None) -> TrainingConfig:
         spec = self.spec
+        spec.read.add("identifier")  # known: the caller checked (or chose) it and passes it as `identifier`
         base_model = _text(spec.get("base_model"), "spec.base_model", required=True, limit=128)
         class_noun = _text(spec.get("class_noun"), "spec.class_noun", required=True, limit=MAX_NOUN_CHARS)
         if "\n" in class_noun or "{" in class_noun:
@@ -217,12 +256,14 @@ class _SpecReader:
         config.display_name = _text(spec.get("display_name"), "spec.display_name", limit=MAX_DISPLAY_NAME_CHARS)
         config.export_kohya = bool(spec.get("export_kohya", False))
         config.labels = _labels(spec.get("labels") or {})
-        self._hyperparameters(config, _section(spec, "hyperparameters"), default_seed)
-        self._lora(config, _section(spec, "lora"))
-        self._prior(config, _section(spec, "prior_preservation"))
-        self._validation(config, _section(spec, "validation"))
-        self._checkpointing(config, _section(spec, "checkpointing"))
+        self._hyperparameters(config, self._section("hyperparameters"), default_seed)
+        self._lora(config, self._section("lora"))
+        self._prior(config, self._section("prior_preservation"))
+        self._validation(config, self._section("validation"))
+        self._checkpointing(config, self._section("checkpointing"))
         self._instance_prompt(config, spec.get("instance_prompt") or "")
+        for message in (spec, *self.sections):
+            message.refuse_unread()
         return config
 
     def _hyperparameters(self, config: TrainingConfig, hp: Mapping[str, Any], default_seed: int | None) -> None:

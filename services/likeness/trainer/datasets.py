@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from likeness.dataset.contact_sheet import encoded_size
 from likeness.dataset.options import MAX_PHOTOS_HARD_CAP, MIN_SIDE_FLOOR, PhotoInput, PrepareOptions
 from likeness.dataset.prepare import prepare_photos
 from likeness.dataset.publish import REPORT_NAME, load_dataset_manifest, publish_dataset
@@ -20,6 +21,10 @@ from likeness.storage.base import Storage
 from likeness.storage.layout import dataset_contact_sheet_key, dataset_prefix, tenant_prefix
 from likeness.storage.manifest import DatasetManifest, parse_rfc3339
 from likeness.trainer.store import DatasetRecord, JobStore
+from likeness.type.v1 import types_pb2
+
+#: EncodedImage.name of a dataset's contact sheet.
+CONTACT_SHEET_NAME = "contact_sheet"
 
 #: Most bytes one PrepareDataset upload may carry in total (all photos together).
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
@@ -183,3 +188,11 @@ class DatasetCatalog:
     def contact_sheet(self, tenant: str, dataset_id: str) -> bytes:
         key = dataset_contact_sheet_key(tenant, dataset_id)
         return self.storage.read_bytes(key) if self.storage.exists(key) else b""
+
+    def contact_sheet_image(self, tenant: str, dataset_id: str) -> types_pb2.EncodedImage:
+        """The stored contact sheet as an EncodedImage with its real width and height (empty when there is none)."""
+        data = self.contact_sheet(tenant, dataset_id)
+        width, height = encoded_size(data)
+        return types_pb2.EncodedImage(
+            format=types_pb2.IMAGE_FORMAT_JPEG, data=data, width=width, height=height, name=CONTACT_SHEET_NAME
+        )

@@ -12,13 +12,15 @@ from typing import Any
 
 import grpc
 
+from likeness.api import convert
 from likeness.api.convert import timestamp
 from likeness.dataset.options import PhotoInput
 from likeness.erasure.eraser import Eraser, ErasureReceipt
 from likeness.errors import InvalidArgument
 from likeness.server.context import current_key_id, current_tenant, require_admin
 from likeness.storage.base import Storage
-from likeness.storage.layout import model_prefix, validate_tenant
+from likeness.storage.layout import validate_tenant
+from likeness.storage.manifest import SubjectModelManifest
 from likeness.trainer import datasets
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.jobs import TrainingJobs
@@ -31,14 +33,9 @@ from likeness.type.v1 import types_pb2
 
 STATE_TO_PB = {state: pb.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
 STATE_FROM_PB = {value: name for name, value in STATE_TO_PB.items()}
-METHOD_TO_PB = {"lora": types_pb2.TRAINING_METHOD_LORA, "full": types_pb2.TRAINING_METHOD_FULL}
-METHOD_FROM_PB = {types_pb2.TRAINING_METHOD_UNSPECIFIED: "", **{v: k for k, v in METHOD_TO_PB.items()}}
-PRECISION_FROM_PB = {
-    pb.MIXED_PRECISION_UNSPECIFIED: "auto",
-    pb.MIXED_PRECISION_NO: "no",
-    pb.MIXED_PRECISION_FP16: "fp16",
-    pb.MIXED_PRECISION_BF16: "bf16",
-}
+METHOD_TO_PB = convert.TRAINING_METHOD_ENUMS
+METHOD_FROM_PB = {types_pb2.TRAINING_METHOD_UNSPECIFIED: "", **convert.TRAINING_METHOD_NAMES}
+PRECISION_FROM_PB = convert.mixed_precision_names(pb.MixedPrecision.DESCRIPTOR)
 PRECISION_TO_PB = {name: value for value, name in PRECISION_FROM_PB.items()}
 SUBJECT_TYPE_FROM_PB = {
     pb.SUBJECT_TYPE_UNSPECIFIED: "auto",
@@ -59,137 +56,91 @@ def _optional(message: Any, name: str) -> Any:
     return _float(value) if isinstance(value, float) else value
 
 
+#: The one map per enum of the spec: enum full name -> (protobuf value -> config value, what the error calls it).
+SPEC_ENUMS: dict[str, tuple[dict[int, str], str]] = {
+    types_pb2.TrainingMethod.DESCRIPTOR.full_name: (METHOD_FROM_PB, "training method"),
+    pb.MixedPrecision.DESCRIPTOR.full_name: (PRECISION_FROM_PB, "mixed precision"),
+}
+#: The way back, derived from the same maps (METHOD_TO_PB/PRECISION_TO_PB; UNSPECIFIED's "" is never resolved).
+_SPEC_ENUMS_TO_PB: dict[str, dict[str, int]] = {
+    types_pb2.TrainingMethod.DESCRIPTOR.full_name: METHOD_TO_PB,
+    pb.MixedPrecision.DESCRIPTOR.full_name: PRECISION_TO_PB,
+}
+#: Where a spec field lives on the resolved `TrainingConfig` when the names differ: spec path -> attribute of the
+#: parent's config object ("" is the parent itself: the hyperparameters are `TrainingConfig`'s own fields).
+SPEC_TO_CONFIG_NAMES = {
+    "hyperparameters": "",
+    "prior_preservation": "prior",
+    "lora.alpha": "effective_alpha",
+}
+
+
+def _is_map(field: Any) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _enum_to_plain(field: Any, value: int, path: str) -> str:
+    values, what = SPEC_ENUMS[field.enum_type.full_name]
+    if value not in values:
+        raise InvalidArgument(f"unknown {what} {value}", field=f"spec.{path}")
+    return values[value]
+
+
+def _message_to_dict(message: Any, prefix: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        name, path = field.name, prefix + field.name
+        value = getattr(message, name)
+        if _is_map(field):
+            result[name] = dict(value)
+        elif field.is_repeated:
+            result[name] = list(value)
+        elif field.message_type is not None:
+            result[name] = _message_to_dict(value, path + ".")
+        elif field.has_presence and not message.HasField(name):
+            result[name] = None
+        elif field.enum_type is not None:
+            result[name] = _enum_to_plain(field, value, path)
+        else:
+            result[name] = _float(value) if isinstance(value, float) else value
+    return result
+
+
 def spec_to_dict(spec: pb.TrainingJobSpec) -> dict[str, Any]:
-    """The spec as the plain values `TrainingConfig.from_spec` reads (unset optional fields are None)."""
-    hp, lora, prior, validation, checkpointing = (
-        spec.hyperparameters,
-        spec.lora,
-        spec.prior_preservation,
-        spec.validation,
-        spec.checkpointing,
-    )
-    if spec.method not in METHOD_FROM_PB:
-        raise InvalidArgument(f"unknown training method {spec.method}", field="spec.method")
-    if hp.mixed_precision not in PRECISION_FROM_PB:
-        raise InvalidArgument(
-            f"unknown mixed precision {hp.mixed_precision}", field="spec.hyperparameters.mixed_precision"
-        )
-    return {
-        "base_model": spec.base_model,
-        "identifier": spec.identifier,
-        "class_noun": spec.class_noun,
-        "method": METHOD_FROM_PB[spec.method],
-        "dataset_id": spec.dataset_id,
-        "instance_prompt": spec.instance_prompt,
-        "export_kohya": spec.export_kohya,
-        "display_name": spec.display_name,
-        "labels": dict(spec.labels),
-        "hyperparameters": {
-            **{
-                name: _optional(hp, name)
-                for name in (
-                    "max_train_steps",
-                    "learning_rate",
-                    "lr_warmup_steps",
-                    "train_batch_size",
-                    "gradient_accumulation_steps",
-                    "seed",
-                    "snr_gamma",
-                    "noise_offset",
-                    "text_encoder_learning_rate",
-                )
-            },
-            "lr_scheduler": hp.lr_scheduler,
-            "mixed_precision": PRECISION_FROM_PB[hp.mixed_precision],
-            "gradient_checkpointing": hp.gradient_checkpointing,
-            "random_flip": hp.random_flip,
-            "center_crop": hp.center_crop,
-            "resolution": hp.resolution,
-            "train_text_encoder": hp.train_text_encoder,
-        },
-        "lora": {
-            "rank": _optional(lora, "rank"),
-            "alpha": _optional(lora, "alpha"),
-            "dropout": _optional(lora, "dropout"),
-            "target_modules": list(lora.target_modules),
-        },
-        "prior_preservation": {
-            "enabled": prior.enabled,
-            "class_prompt": prior.class_prompt,
-            "num_class_images": _optional(prior, "num_class_images"),
-            "prior_loss_weight": _optional(prior, "prior_loss_weight"),
-            "class_dataset_id": prior.class_dataset_id,
-        },
-        "validation": {
-            "prompts": list(validation.prompts),
-            "every_n_steps": validation.every_n_steps,
-            "num_inference_steps": _optional(validation, "num_inference_steps"),
-            "seed": _optional(validation, "seed"),
-        },
-        "checkpointing": {
-            "every_n_steps": _optional(checkpointing, "every_n_steps"),
-            "keep_last": _optional(checkpointing, "keep_last"),
-        },
-    }
+    """The spec as the plain values `TrainingConfig.from_spec` reads, walked from the message descriptor.
+
+    Unset optional fields are None, nested messages dicts (always present), repeated fields lists, maps dicts,
+    enums their config names (`SPEC_ENUMS`), floats as typed (float32 round-off undone).
+    """
+    return _message_to_dict(spec, "")
+
+
+def _fill_from_config(message: Any, source: Any, prefix: str) -> None:
+    for field in message.DESCRIPTOR.fields:
+        name, path = field.name, prefix + field.name
+        attribute = SPEC_TO_CONFIG_NAMES.get(path, name)
+        value = source if attribute == "" else getattr(source, attribute)
+        if _is_map(field):
+            getattr(message, name).update(value)
+        elif field.is_repeated:
+            getattr(message, name).extend(value)
+        elif field.message_type is not None:
+            target = getattr(message, name)
+            target.SetInParent()
+            _fill_from_config(target, value, path + ".")
+        elif value is None:
+            continue  # an optional setting left unset (snr_gamma, noise_offset, ...)
+        elif field.enum_type is not None:
+            setattr(message, name, _SPEC_ENUMS_TO_PB[field.enum_type.full_name][value])
+        else:
+            setattr(message, name, value)
 
 
 def spec_from_config(config: TrainingConfig) -> pb.TrainingJobSpec:
-    """The resolved spec of a job: every default filled in, as the job trains it."""
-    hp = pb.Hyperparameters(
-        max_train_steps=config.max_train_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler=config.lr_scheduler,
-        lr_warmup_steps=config.lr_warmup_steps,
-        train_batch_size=config.train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=PRECISION_TO_PB[config.mixed_precision],
-        gradient_checkpointing=config.gradient_checkpointing,
-        seed=config.seed,
-        random_flip=config.random_flip,
-        center_crop=config.center_crop,
-        resolution=config.resolution,
-        train_text_encoder=config.train_text_encoder,
-    )
-    for name in ("snr_gamma", "noise_offset", "text_encoder_learning_rate"):
-        if getattr(config, name) is not None:
-            setattr(hp, name, getattr(config, name))
-    lora = pb.LoraConfig(
-        rank=config.lora.rank,
-        alpha=config.lora.effective_alpha,
-        target_modules=config.lora.target_modules,
-        dropout=config.lora.dropout,
-    )
-    prior = pb.PriorPreservation(
-        enabled=config.prior.enabled,
-        class_prompt=config.prior.class_prompt,
-        num_class_images=config.prior.num_class_images,
-        prior_loss_weight=config.prior.prior_loss_weight,
-        class_dataset_id=config.prior.class_dataset_id,
-    )
-    validation = pb.ValidationConfig(
-        prompts=config.validation.prompts,
-        every_n_steps=config.validation.every_n_steps,
-        num_inference_steps=config.validation.num_inference_steps,
-        seed=config.validation.seed,
-    )
-    return pb.TrainingJobSpec(
-        base_model=config.base_model,
-        identifier=config.identifier,
-        class_noun=config.class_noun,
-        method=METHOD_TO_PB[config.method],
-        dataset_id=config.dataset_id,
-        instance_prompt=config.instance_prompt,
-        hyperparameters=hp,
-        lora=lora,
-        prior_preservation=prior,
-        validation=validation,
-        checkpointing=pb.CheckpointConfig(
-            every_n_steps=config.checkpointing.every_n_steps, keep_last=config.checkpointing.keep_last
-        ),
-        export_kohya=config.export_kohya,
-        display_name=config.display_name,
-        labels=config.labels,
-    )
+    """The resolved spec of a job: every default filled in, as the job trains it (walked from the descriptor)."""
+    spec = pb.TrainingJobSpec()
+    _fill_from_config(spec, config, "")
+    return spec
 
 
 def progress_to_pb(progress: dict[str, Any]) -> pb.TrainingProgress:
@@ -200,20 +151,9 @@ def progress_to_pb(progress: dict[str, Any]) -> pb.TrainingProgress:
 
 
 def subject_model_to_pb(model: dict[str, Any]) -> types_pb2.SubjectModel:
-    prefix = model_prefix(model["tenant"], model["model_id"])
-    return types_pb2.SubjectModel(
-        model_id=model["model_id"],
-        identifier=model["identifier"],
-        class_noun=model["class_noun"],
-        base_model=model["base_model"],
-        method=METHOD_TO_PB.get(model["method"], types_pb2.TRAINING_METHOD_UNSPECIFIED),
-        lora_rank=model.get("lora_rank") or 0,
-        create_time=timestamp(model.get("created_at")),
-        metrics={k: float(v) for k, v in model.get("metrics", {}).items() if isinstance(v, int | float)},
-        job_id=model.get("training_config", {}).get("job_id", ""),
-        sample_image_keys=[f"{prefix}/{name}" for name in model.get("sample_images", [])],
-        size_bytes=int(model.get("size_bytes", 0)),
-    )
+    """A published model's record (its manifest plus `size_bytes`) through the one SubjectModel builder."""
+    manifest = SubjectModelManifest.from_dict({k: v for k, v in model.items() if k != "size_bytes"})
+    return convert.subject_model_to_pb(manifest, size_bytes=int(model.get("size_bytes", 0)))
 
 
 def job_to_pb(record: JobRecord, queue_position: int = 0) -> pb.TrainingJob:
@@ -319,6 +259,13 @@ def receipt_to_pb(receipt: ErasureReceipt) -> pb.ErasureReceipt:
     return message
 
 
+def _require_job_id(job_id: str) -> str:
+    """An empty job id is a malformed request (INVALID_ARGUMENT, as for dataset_id), not an unknown job."""
+    if not job_id:
+        raise InvalidArgument("must not be empty", field="job_id")
+    return job_id
+
+
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
     """Implements likeness.trainer.v1.TrainerService on the trainer's domain core."""
 
@@ -368,11 +315,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         manifest, report = await asyncio.to_thread(
             catalog.prepare_and_publish, tenant, collector.photos(), prepare_options, options.display_name
         )
-        sheet = await asyncio.to_thread(catalog.contact_sheet, tenant, manifest.dataset_id)
-        return pb.PrepareDatasetResponse(
-            dataset=dataset_to_pb(manifest, report),
-            contact_sheet=types_pb2.EncodedImage(format=types_pb2.IMAGE_FORMAT_JPEG, data=sheet, name="contact_sheet"),
-        )
+        sheet = await asyncio.to_thread(catalog.contact_sheet_image, tenant, manifest.dataset_id)
+        return pb.PrepareDatasetResponse(dataset=dataset_to_pb(manifest, report), contact_sheet=sheet)
 
     async def GetDataset(self, request: pb.GetDatasetRequest, context) -> pb.GetDatasetResponse:
         if not request.dataset_id:
@@ -413,7 +357,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         return pb.CreateTrainingJobResponse(job=await self._job_to_pb(record), existing=existing)
 
     async def GetTrainingJob(self, request: pb.GetTrainingJobRequest, context) -> pb.GetTrainingJobResponse:
-        record = await asyncio.to_thread(self.jobs.get_job, current_tenant(), request.job_id)
+        job_id = _require_job_id(request.job_id)
+        record = await asyncio.to_thread(self.jobs.get_job, current_tenant(), job_id)
         return pb.GetTrainingJobResponse(job=await self._job_to_pb(record))
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest, context) -> pb.ListTrainingJobsResponse:
@@ -428,11 +373,13 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         return pb.ListTrainingJobsResponse(jobs=await self._jobs_to_pb(records), next_page_token=token)
 
     async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest, context) -> pb.CancelTrainingJobResponse:
-        record = await asyncio.to_thread(self.jobs.cancel_job, current_tenant(), request.job_id)
+        job_id = _require_job_id(request.job_id)
+        record = await asyncio.to_thread(self.jobs.cancel_job, current_tenant(), job_id)
         return pb.CancelTrainingJobResponse(job=await self._job_to_pb(record))
 
     async def DeleteTrainingJob(self, request: pb.DeleteTrainingJobRequest, context) -> pb.DeleteTrainingJobResponse:
-        record, removed = await asyncio.to_thread(self.jobs.delete_job, current_tenant(), request.job_id)
+        job_id = _require_job_id(request.job_id)
+        record, removed = await asyncio.to_thread(self.jobs.delete_job, current_tenant(), job_id)
         return pb.DeleteTrainingJobResponse(
             job_id=record.job_id, files_removed=removed, events_removed=record.last_sequence
         )
@@ -460,7 +407,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest, context) -> AsyncIterator[Any]:
         if request.after_sequence < 0:
             raise InvalidArgument("must not be negative", field="after_sequence")
-        record = await asyncio.to_thread(self.jobs.get_job, current_tenant(), request.job_id)
+        job_id = _require_job_id(request.job_id)
+        record = await asyncio.to_thread(self.jobs.get_job, current_tenant(), job_id)
         ended = record.state in TERMINAL_STATES
         async for event in self.follower.watch(record.job_id, request.after_sequence, ended=ended):
             yield await asyncio.to_thread(event_to_pb, self.storage, event)

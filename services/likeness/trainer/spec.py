@@ -64,7 +64,8 @@ class SpecValidator:
         try:
             base = self.catalog.resolve(spec["base_model"])
         except NotFound as error:
-            raise InvalidArgument(error.message.split(": ", 1)[-1], field="spec.base_model") from error
+            # NOT_FOUND, as GenerateImages answers for an unknown base model; the field is the spec's.
+            raise NotFound(error.reason, field="spec.base_model") from error
         class_noun = (spec.get("class_noun") or "").strip()
         if not class_noun:
             raise InvalidArgument(

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from likeness.errors import InvalidArgument
+from likeness.inference.params import generation
 from likeness.world.base_model import committed_weights_dir
 from likeness.world.evaluation import EvalSettings, Variant, class_prompt
 from likeness.world.subjects import Subject, subject_prompt
@@ -27,18 +27,19 @@ def load_toy_pipeline(weights_dir: str | Path | None = None):
     return load_base_pipeline(weights_dir or committed_weights_dir(), arch="sd15", device="cpu")
 
 
-SCHEDULERS = {"default": None, "ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "euler": "EulerDiscreteScheduler"}
-
-
 def use_scheduler(pipeline, name: str) -> None:
-    """Swaps the pipeline's sampler for `name` ("default" keeps the base model's own), built from its config."""
-    import diffusers
+    """Swaps the pipeline's sampler for `name` ("default" keeps the base model's own), built from its config.
 
-    if name not in SCHEDULERS:
-        raise InvalidArgument(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}", field="scheduler")
-    class_name = SCHEDULERS[name]
-    if class_name is not None and type(pipeline.scheduler).__name__ != class_name:
-        pipeline.scheduler = getattr(diffusers, class_name).from_config(pipeline.scheduler.config)
+    The names are the Scheduler enum's (likeness.api.generation) and the classes the inference service's.
+    """
+    from likeness.inference.pipeline_runner import SCHEDULER_CLASSES
+
+    name = generation.check_scheduler(name, field="scheduler")
+    if name == generation.DEFAULT_SCHEDULER:
+        return
+    scheduler_class = SCHEDULER_CLASSES[name]
+    if type(pipeline.scheduler) is not scheduler_class:
+        pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
 
 
 @torch.no_grad()

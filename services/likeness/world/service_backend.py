@@ -19,7 +19,10 @@ from typing import Any
 
 from PIL import Image
 
-from likeness.errors import FailedPrecondition, InvalidArgument, Unavailable
+from likeness.errors import FailedPrecondition, Unavailable
+
+# The scheduler vocabulary of likeness.api.generation (derived from the Scheduler enum), via the inference layer.
+from likeness.inference.params import generation
 from likeness.world.base_model import TOY_BUILTIN_NAME, TOY_MODEL_ID
 from likeness.world.evaluation import EvalSettings, Variant
 from likeness.world.subjects import Subject, subject_photo_files
@@ -27,13 +30,6 @@ from likeness.world.subjects import Subject, subject_photo_files
 MAX_IMAGES_PER_REQUEST = 8
 SERVER_START_TIMEOUT_S = 300.0
 TOY_CATALOG_SPEC = f"{TOY_MODEL_ID}=builtin:{TOY_BUILTIN_NAME}"
-# EvalSettings.scheduler -> name of the likeness.type.v1.Scheduler value.
-SCHEDULER_ENUM_NAMES = {
-    "default": "SCHEDULER_UNSPECIFIED",
-    "ddim": "SCHEDULER_DDIM",
-    "euler": "SCHEDULER_EULER",
-    "ddpm": "SCHEDULER_DDPM",
-}
 
 
 def _spec_message(spec: dict[str, Any]):
@@ -47,7 +43,8 @@ def _spec_message(spec: dict[str, Any]):
         base_model=spec["base_model"],
         identifier=spec["identifier"],
         class_noun=spec["class_noun"],
-        method=types_pb2.TRAINING_METHOD_LORA if spec["method"] == "lora" else types_pb2.TRAINING_METHOD_FULL,
+        # "lora" -> TRAINING_METHOD_LORA: the enum is the one list of methods.
+        method=types_pb2.TrainingMethod.Value(f"TRAINING_METHOD_{spec['method'].upper()}"),
         display_name=spec["display_name"],
         hyperparameters=pb.Hyperparameters(
             max_train_steps=hyper["max_train_steps"],
@@ -104,11 +101,7 @@ class ServiceBackend:
 
         pictures: list[Image.Image] = []
         seeds = list(seeds)
-        if settings.scheduler not in SCHEDULER_ENUM_NAMES:
-            raise InvalidArgument(
-                f"unknown scheduler {settings.scheduler!r}; choose one of {', '.join(SCHEDULER_ENUM_NAMES)}",
-                field="scheduler",
-            )
+        scheduler = generation.check_scheduler(settings.scheduler, field="scheduler")
         for start in range(0, len(seeds), MAX_IMAGES_PER_REQUEST):
             block = seeds[start : start + MAX_IMAGES_PER_REQUEST]
             if block != list(range(block[0], block[0] + len(block))):
@@ -125,7 +118,7 @@ class ServiceBackend:
                     seed=block[0],
                     width=settings.resolution,
                     height=settings.resolution,
-                    scheduler=types_pb2.Scheduler.Value(SCHEDULER_ENUM_NAMES[settings.scheduler]),
+                    scheduler=generation.SCHEDULER_ENUMS.get(scheduler, types_pb2.SCHEDULER_UNSPECIFIED),
                 ),
             )
             ordered = sorted(result.images, key=lambda image: image.index)
