@@ -103,7 +103,7 @@ def params_from_dict(values: dict[str, Any], negative_prompt: str = "") -> types
         if key in values and values[key] is not None:
             setattr(message, field, values[key])
     if values.get("scheduler"):
-        message.scheduler = SCHEDULER_ENUMS[values["scheduler"]]
+        message.scheduler = SCHEDULER_ENUMS[values["scheduler"]]  # type: ignore[assignment]  # enum values are ints
     return message
 
 
@@ -160,7 +160,7 @@ def subject_model_to_pb(manifest: SubjectModelSource, *, size_bytes: int = 0) ->
         identifier=manifest.identifier,
         class_noun=manifest.class_noun,
         base_model=manifest.base_model,
-        method=training_method_enum(manifest.method),
+        method=training_method_enum(manifest.method),  # type: ignore[arg-type]  # enum values are ints
         lora_rank=manifest.lora_rank or 0,
         create_time=timestamp(manifest.created_at),
         metrics=_metric_values(manifest.metrics),

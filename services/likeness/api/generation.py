@@ -29,7 +29,7 @@ _SCHEDULER_PREFIX = "SCHEDULER_"
 DEFAULT_SCHEDULER = "default"
 
 
-def _scheduler_name(value: types_pb2.Scheduler.ValueType) -> str:
+def _scheduler_name(value: int) -> str:
     if value == types_pb2.SCHEDULER_UNSPECIFIED:
         return DEFAULT_SCHEDULER
     # SCHEDULER_EULER_ANCESTRAL -> "euler_ancestral".

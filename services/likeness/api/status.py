@@ -48,7 +48,8 @@ def status_details(exc: errors.LikenessError, code: grpc.StatusCode, message: st
         wrapper = any_pb2.Any()
         wrapper.Pack(detail)
         packed.append(wrapper)
-    return status_pb2.Status(code=code.value[0], message=message, details=packed).SerializeToString()
+    status = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    return bytes(status.SerializeToString())
 
 
 def retry_delay_seconds(error: grpc.RpcError) -> float | None:
@@ -62,5 +63,5 @@ def retry_delay_seconds(error: grpc.RpcError) -> float | None:
         for detail in status.details:
             info = error_details_pb2.RetryInfo()
             if detail.Unpack(info):
-                return info.retry_delay.ToNanoseconds() / 1e9
+                return float(info.retry_delay.ToNanoseconds()) / 1e9
     return None

@@ -7,6 +7,7 @@ upright original, so the expensive full-resolution pixels are touched once, by t
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -118,7 +119,7 @@ def _cascades() -> dict[str, cv2.CascadeClassifier]:
     if loaded is None:
         loaded = {}
         for name in (FACE_CASCADE, CONFIRM_CASCADE, *EYE_CASCADES):
-            classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+            classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)  # type: ignore[attr-defined]
             if classifier.empty():
                 raise RuntimeError(f"OpenCV's bundled cascade {name} could not be loaded")
             loaded[name] = classifier
@@ -126,7 +127,7 @@ def _cascades() -> dict[str, cv2.CascadeClassifier]:
     return loaded
 
 
-def _iou(a: tuple, b: tuple) -> float:
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     ax, ay, aw, ah = (float(v) for v in a)
     bx, by, bw, bh = (float(v) for v in b)
     inter_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
@@ -166,7 +167,7 @@ def _border_contrast(rgb: np.ndarray) -> np.ndarray:
     strip = max(2, round(0.06 * min(lab.shape[:2])))
     borders = (lab[:strip], lab[-strip:], lab[:, :strip], lab[:, -strip:])
     distances = [np.linalg.norm(lab - np.median(b.reshape(-1, 3), axis=0), axis=2) for b in borders]
-    return np.min(distances, axis=0)
+    return np.asarray(np.min(distances, axis=0))
 
 
 def _spectral_residual(grey: np.ndarray) -> np.ndarray:
@@ -175,14 +176,14 @@ def _spectral_residual(grey: np.ndarray) -> np.ndarray:
     residual = log_amplitude - cv2.blur(log_amplitude.astype(np.float32), (3, 3))
     saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
     sigma = max(grey.shape) / 40.0
-    return cv2.GaussianBlur(saliency.astype(np.float32), (0, 0), sigma)
+    return np.asarray(cv2.GaussianBlur(saliency.astype(np.float32), (0, 0), sigma))
 
 
 def _normalise(values: np.ndarray) -> np.ndarray:
     low, high = np.percentile(values, (1, 99))
     if high - low < 1e-6:
         return np.zeros_like(values, dtype=np.float32)
-    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    return np.asarray(np.clip((values - low) / (high - low), 0.0, 1.0), dtype=np.float32)
 
 
 def _saliency_square(

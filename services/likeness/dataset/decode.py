@@ -190,7 +190,8 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     elif mode in ("LA", "La", "PA", "RGBa") or (mode == "L" and "transparency" in image.info):
         image = image.convert("RGBA")
     if image.mode == "RGBA":
-        if image.getextrema()[3][0] < 255:
+        alpha_low = image.getextrema()[3][0]  # type: ignore[misc]  # RGBA: one (low, high) pair per band
+        if alpha_low < 255:
             notes.append("transparency flattened onto white")
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, image).convert("RGB"), notes

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from likeness.errors import InvalidArgument
 from likeness.gallery.query import MatchMode
@@ -69,7 +69,7 @@ def decode_token(token: str, search: str) -> Cursor:
             "belongs to a different search; repeat the same query and filters, or omit the token",
             field="page_token",
         )
-    return Cursor(float(snapshot), MatchMode(mode), tuple(after))
+    return Cursor(float(cast(float, snapshot)), MatchMode(mode), tuple(after))  # a number: checked above
 
 
 def _is_number(value: Any) -> bool:
