@@ -41,6 +41,7 @@ test: setup tools proto-check
 	$(VENV)/bin/ruff check services tests bench scripts
 	$(VENV)/bin/ruff format --check services tests bench scripts
 	$(VENV)/bin/mypy
+	cd services && ../$(VENV)/bin/mypy --config-file mypy.ini likeness
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup tools
@@ -52,13 +53,12 @@ format: setup
 	$(VENV)/bin/ruff format services tests bench scripts
 	$(VENV)/bin/ruff check --fix services tests bench scripts
 
+# One `buf generate` (buf.gen.yaml) writes the Python, TypeScript and Go code; see scripts/gen_protos.py.
 proto: setup tools
 	$(PY) scripts/gen_protos.py
-	bash scripts/gen_clients.sh
 
 proto-check: setup tools
 	$(PY) scripts/gen_protos.py --check
-	bash scripts/gen_clients.sh --check
 
 # At a release: the protos as released become the baseline `buf breaking` checks every change against.
 proto-release: tools

@@ -1,65 +1,177 @@
-"""Regenerates the Python gRPC code from protos/ into services/ (run by `make proto`).
+"""Regenerates all code from protos/ with one `buf generate` (buf.gen.yaml; run by `make proto`):
 
-With `--check`, generates into a temporary folder and exits non-zero when the committed code differs, so CI
-catches protos changed without regenerating.
+  Python (grpcio-tools: _pb2.py, _pb2.pyi, _pb2_grpc.py)  -> services/likeness/
+  TypeScript (ts-proto, grpc-js services)                  -> clients/typescript/src/gen/
+  Go (protoc-gen-go + protoc-gen-go-grpc)                  -> clients/go/gen/
+
+With `--check`, generates into a temporary folder and exits 1, listing the files, when the committed code differs
+(missing, stale or orphaned), so CI catches protos changed without regenerating. Go's version annotation lines
+(`// \tprotoc        v3.21.12`) do not count, and `make proto` leaves a file alone when only they differ.
+
+buf compiles the protos itself, but with the well-known types (google/protobuf/timestamp.proto, ...) bundled in buf;
+ts-proto copies their comments into clients/typescript/src/gen/google/. To keep those files the same whichever buf
+release runs, the protos are generated from a scratch copy of protos/ next to the system's well-known types
+(Debian protobuf-compiler, /usr/include), which buf then uses instead of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import filecmp
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-
-import grpc_tools
-from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
-OUTPUT = ROOT / "services"
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+TEMPLATE = ROOT / "buf.gen.yaml"
+BUF = ROOT / "tools" / "node_modules" / ".bin" / "buf"
+TS_PLUGIN = ROOT / "tools" / "node_modules" / ".bin" / "protoc-gen-ts_proto"
+VERSION_LINE = re.compile(rb"^//[ \t]+(protoc|protoc-gen-go|protoc-gen-go-grpc)[ \t]+(v[0-9]|\(unknown\)).*$")
 
 
-def generate(out_dir: Path) -> list[Path]:
-    sources = sorted(p.relative_to(PROTOS).as_posix() for p in PROTOS.rglob("*.proto"))
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    args = [
-        "protoc",
-        f"-I{PROTOS}",
-        f"-I{well_known}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *sources,
+@dataclass(frozen=True)
+class Tree:
+    language: str
+    path: str  # relative to the repository root (and to buf's output folder)
+    suffixes: tuple[str, ...]
+    ignore_versions: bool = False
+
+
+TREES = (
+    Tree("Python", "services", ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")),
+    Tree("TypeScript", "clients/typescript/src/gen", (".ts",)),
+    Tree("Go", "clients/go/gen", (".go",), ignore_versions=True),
+)
+
+
+def well_known_include() -> Path | None:
+    protoc = shutil.which("protoc")
+    candidates = [Path("/usr/include"), Path("/usr/local/include")]
+    if protoc:
+        candidates.append(Path(protoc).resolve().parent.parent / "include")
+    return next((d for d in candidates if (d / "google/protobuf/timestamp.proto").is_file()), None)
+
+
+def missing_tools() -> list[str]:
+    missing = []
+    if not BUF.exists():
+        missing.append("buf (tools/node_modules: make tools)")
+    if not TS_PLUGIN.exists():
+        missing.append("ts-proto (tools/node_modules: make tools)")
+    for tool in ("node", "protoc-gen-go", "protoc-gen-go-grpc"):
+        if not shutil.which(tool):
+            missing.append(f"{tool} (make tools)")
+    if well_known_include() is None:
+        missing.append("the well-known .proto files (install protobuf-compiler: make tools)")
+    return missing
+
+
+def check_go_mappings() -> list[str]:
+    """Every proto needs its Go import path in buf.gen.yaml (the protos carry no go_package option)."""
+    template = TEMPLATE.read_text()
+    return [
+        f"buf.gen.yaml has no Go mapping `M{rel}=...` for protoc-gen-go and protoc-gen-go-grpc"
+        for rel in sorted(p.relative_to(PROTOS).as_posix() for p in (PROTOS / "likeness").rglob("*.proto"))
+        if template.count(f"- M{rel}=") < 2
     ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
-    return sorted(p for p in out_dir.rglob("*") if p.name.endswith(GENERATED_SUFFIXES))
+
+
+def generate(out: Path) -> None:
+    """Runs buf generate with buf.gen.yaml; the trees land under out/<Tree.path>."""
+    include = well_known_include()
+    assert include is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "protos"
+        shutil.copytree(PROTOS, stage, ignore=shutil.ignore_patterns("released"))
+        (stage / "google" / "protobuf").mkdir(parents=True)
+        for wkt in (include / "google" / "protobuf").glob("*.proto"):
+            shutil.copy(wkt, stage / "google" / "protobuf" / wkt.name)
+        cmd = [str(BUF), "generate", str(stage), "--template", str(TEMPLATE), "--path", str(stage / "likeness")]
+        result = subprocess.run([*cmd, "-o", str(out)], cwd=ROOT, check=False)
+        if result.returncode != 0:
+            raise SystemExit("gen_protos: buf generate failed")
+
+
+def files(root: Path, tree: Tree) -> set[str]:
+    base = root / tree.path
+    if not base.is_dir():
+        return set()
+    return {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file() and p.name.endswith(tree.suffixes)}
+
+
+def same(fresh: Path, committed: Path, tree: Tree) -> bool:
+    a, b = fresh.read_bytes(), committed.read_bytes()
+    if not tree.ignore_versions:
+        return a == b
+
+    def strip(data: bytes) -> list[bytes]:
+        return [line for line in data.split(b"\n") if not VERSION_LINE.match(line)]
+
+    return strip(a) == strip(b)
+
+
+def compare(out: Path, tree: Tree) -> list[str]:
+    fresh, committed = files(out, tree), files(ROOT, tree)
+    problems = []
+    for rel in sorted(fresh | committed):
+        if rel not in committed:
+            problems.append(f"{tree.path}/{rel} (missing)")
+        elif rel not in fresh:
+            problems.append(f"{tree.path}/{rel} (no longer generated)")
+        elif not same(out / tree.path / rel, ROOT / tree.path / rel, tree):
+            problems.append(f"{tree.path}/{rel} (out of date)")
+    return problems
+
+
+def sync(out: Path, tree: Tree) -> None:
+    """Updates the committed tree: writes new and changed files, deletes orphans, keeps files that only differ in
+    version annotations (so regenerating with another protoc build changes nothing)."""
+    fresh, committed = files(out, tree), files(ROOT, tree)
+    for rel in sorted(fresh):
+        src, dst = out / tree.path / rel, ROOT / tree.path / rel
+        if rel not in committed or not same(src, dst, tree):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        print(f"generated {tree.path}/{rel}")
+    for rel in sorted(committed - fresh):
+        (ROOT / tree.path / rel).unlink()
+        print(f"removed {tree.path}/{rel}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail if the committed code is out of date")
     args = parser.parse_args()
-    if not args.check:
-        for path in generate(OUTPUT):
-            print(f"generated {path.relative_to(ROOT)}")
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
-        stale = []
-        for path in fresh:
-            committed = OUTPUT / path.relative_to(tmp)
-            if not committed.exists() or not filecmp.cmp(path, committed, shallow=False):
-                stale.append(committed.relative_to(ROOT))
-        committed_all = {p.relative_to(OUTPUT) for p in OUTPUT.rglob("*") if p.name.endswith(GENERATED_SUFFIXES)}
-        orphans = committed_all - {p.relative_to(tmp) for p in fresh}
-        stale.extend(sorted(Path("services") / p for p in orphans))
-    if stale:
-        print("generated code is out of date; run `make proto` and commit:", *stale, sep="\n  ", file=sys.stderr)
+    missing = missing_tools()
+    if missing:
+        print("gen_protos: cannot generate, missing:", *missing, sep="\n  ", file=sys.stderr)
         return 1
-    print("generated code is up to date")
+    unmapped = check_go_mappings()
+    if unmapped:
+        print("gen_protos:", *unmapped, sep="\n  ", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        generate(out)
+        if not args.check:
+            for tree in TREES:
+                sync(out, tree)
+            return 0
+        report = []
+        for tree in TREES:
+            problems = compare(out, tree)
+            if problems:
+                report.extend(problems)
+            else:
+                print(f"gen_protos: {tree.language} code is up to date", file=sys.stderr)
+    if report:
+        print("gen_protos: generated code is out of date; run `make proto` and commit:", file=sys.stderr)
+        print(*(f"  {line}" for line in report), sep="\n", file=sys.stderr)
+        return 1
     return 0
 
 

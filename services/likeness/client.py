@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -146,7 +146,8 @@ class GeneratedImage:
     @property
     def extension(self) -> str:
         """File extension of the encoding, for example "png"."""
-        return {types_pb2.IMAGE_FORMAT_JPEG: "jpg", types_pb2.IMAGE_FORMAT_WEBP: "webp"}.get(self.format, "png")
+        extensions: dict[int, str] = {types_pb2.IMAGE_FORMAT_JPEG: "jpg", types_pb2.IMAGE_FORMAT_WEBP: "webp"}
+        return extensions.get(self.format, "png")
 
 
 #: What `generate_images` yields: the stream's protocol messages, with image chunks replaced by whole images.
@@ -430,7 +431,9 @@ class LikenessClient:
         self, states: Sequence[int] = (), page_size: int = 0, page_token: str = ""
     ) -> trainer_pb.ListTrainingJobsResponse:
         """Lists training jobs, newest first (one page; follow `next_page_token`)."""
-        request = trainer_pb.ListTrainingJobsRequest(states=states, page_size=page_size, page_token=page_token)
+        request = trainer_pb.ListTrainingJobsRequest(
+            states=cast("Sequence[trainer_pb.JobState]", states), page_size=page_size, page_token=page_token
+        )
         return self._unary(self.trainer.ListTrainingJobs, request)
 
     def cancel_training_job(self, job_id: str) -> trainer_pb.TrainingJob:
@@ -577,7 +580,7 @@ class LikenessClient:
             base_model=base_model,
             page_size=page_size,
             page_token=page_token,
-            scope=scope,
+            scope=cast("gallery_pb.SearchScope", scope),
             subject_model_id=subject_model_id,
         )
         return self._unary(self.gallery.SearchPrompts, request)

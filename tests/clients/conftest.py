@@ -4,9 +4,7 @@ listens in plaintext without authentication; `tls_live_server` serves the same o
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,8 +20,8 @@ from tls_certs import make_certificates
 from likeness.controlplane.database import Database
 from likeness.gallery.service import GalleryComponent
 from likeness.identity.keys import ApiKeys
-from likeness.server.settings import Settings
 from likeness.server.embedded import EmbeddedServer
+from likeness.server.settings import Settings
 
 
 @dataclass

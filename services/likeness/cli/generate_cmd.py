@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 from likeness.api.generation import DEFAULT_SCHEDULER, IMAGE_FORMAT_ENUMS, SCHEDULER_ENUMS
 from likeness.cli.common import add_address_argument, connect
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_request(args: argparse.Namespace) -> inference_pb.GenerateImagesRequest:
     parameters = types_pb2.GenerationParameters(
-        negative_prompt=args.negative_prompt, scheduler=SCHEDULERS[args.scheduler]
+        negative_prompt=args.negative_prompt, scheduler=cast("types_pb2.Scheduler", SCHEDULERS[args.scheduler])
     )
     optional = {
         "num_inference_steps": args.steps,
@@ -67,7 +68,7 @@ def build_request(args: argparse.Namespace) -> inference_pb.GenerateImagesReques
         prompt=args.prompt,
         parameters=parameters,
         num_images=args.num_images,
-        output_format=FORMATS[args.format],
+        output_format=cast("types_pb2.ImageFormat", FORMATS[args.format]),
     )
 
 

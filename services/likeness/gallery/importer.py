@@ -127,7 +127,7 @@ def read_rows(path: Path, file_format: ImportFormat) -> Iterator[tuple[int, dict
                     continue
                 try:
                     row = json.loads(line)
-                except ValueError as exc:
+                except json.JSONDecodeError as exc:
                     yield line_number, RowError(line_number, "row", f"is not valid JSON ({exc.msg})")
                     continue
                 if not isinstance(row, dict):
@@ -227,7 +227,8 @@ def prepare_batches(
     path: Path, file_format: ImportFormat, tenant: str, shared: bool, batch_size: int
 ) -> Iterator[PreparedBatch]:
     """Read, validate and turn rows into database rows, `batch_size` valid rows at a time."""
-    report, drafts = ImportReport(), []
+    report = ImportReport()
+    drafts: list[PromptDraft] = []
 
     def cut() -> PreparedBatch:
         batch = PreparedBatch(import_rows(tenant, drafts, shared=shared, created_at=time.time()), report)

@@ -78,6 +78,7 @@ def count_matches(connection: Connection, terms: SearchTerms, mode: MatchMode) -
     finally:
         connection.execute(sa.text("SELECT set_config('enable_seqscan', :value, true)"), {"value": saved[0]})
         connection.execute(sa.text("SELECT set_config('enable_indexscan', :value, true)"), {"value": saved[1]})
+    assert plan is not None  # EXPLAIN always returns its plan row
     if isinstance(plan, str):
         plan = json.loads(plan)
     node = _find_node(plan[0]["Plan"], "Bitmap Index Scan")

@@ -894,7 +894,7 @@ class PromptStore:
             f"FROM {candidates} JOIN gallery_prompts p ON p.id = {key} WHERE {' AND '.join(clauses)})"
         )
         sql = f"WITH {', '.join(ctes)} SELECT * FROM s ORDER BY s.score DESC, s.id ASC LIMIT :limit OFFSET :offset"
-        return connection.execute(sa.text(sql), params).all()
+        return list(connection.execute(sa.text(sql), params).all())
 
     def _browse(
         self,
@@ -927,7 +927,7 @@ class PromptStore:
             for index, branch in enumerate(branches)
         ]
         sql = " UNION ALL ".join(selects) + f" {order} LIMIT :limit"
-        return connection.execute(sa.text(sql), params).all()
+        return list(connection.execute(sa.text(sql), params).all())
 
 
 IMPORT_COLUMNS = (
@@ -954,7 +954,8 @@ class ImportRows(NamedTuple):
 
 def import_rows(tenant: str, drafts: Sequence[PromptDraft], *, shared: bool, created_at: float) -> ImportRows:
     """The database rows of imported drafts (a pure function, so an importer can run it in another process)."""
-    prompts, tags = [], []
+    prompts: list[tuple[Any, ...]] = []
+    tags: list[tuple[str, str]] = []
     for draft in drafts:
         prompt_id = draft.prompt_id(tenant)
         prompts.append(

@@ -43,7 +43,7 @@ def module_bytes(module: torch.nn.Module) -> int:
 
 
 def pipeline_bytes(pipeline: DiffusionPipeline) -> int:
-    return sum(module_bytes(c) for c in pipeline.components.values() if isinstance(c, torch.nn.Module))
+    return sum(module_bytes(c) for c in pipeline.components.values() if isinstance(c, torch.nn.Module))  # type: ignore[attr-defined,misc]  # diffusers' exports type-check as dummy objects
 
 
 @dataclass
@@ -76,7 +76,7 @@ class BaseModel:
 
     @property
     def max_tokens(self) -> int:
-        return int(self.pipeline.tokenizer.model_max_length)
+        return int(self.pipeline.tokenizer.model_max_length)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` with the start and end tokens, as the text encoder sees them (no truncation)."""
@@ -84,7 +84,7 @@ class BaseModel:
         # safe to call from two threads at once.
         with self._tokenizer_lock:
             if self._counting_tokenizer is None:
-                self._counting_tokenizer = copy.deepcopy(self.pipeline.tokenizer)
+                self._counting_tokenizer = copy.deepcopy(self.pipeline.tokenizer)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
             return len(self._counting_tokenizer(text, truncation=False, verbose=False)["input_ids"])
 
 
@@ -145,12 +145,12 @@ class BasePool:
         spec = self.catalog.resolve(base_id)
         started = time.perf_counter()
         pipeline = self.catalog.load(base_id, device=self.device, dtype=self.dtype)
-        pipeline.set_progress_bar_config(disable=True)
-        previewer = LatentPreviewer.fit(pipeline.vae)
+        pipeline.set_progress_bar_config(disable=True)  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
+        previewer = LatentPreviewer.fit(pipeline.vae)  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
         seconds = time.perf_counter() - started
         metrics.LOAD_SECONDS.labels("base").observe(seconds)
         log.info("base model loaded", extra={"base_model": base_id, "seconds": round(seconds, 3)})
-        return BaseModel(base_id, spec, pipeline, previewer, pipeline_bytes(pipeline), seconds)
+        return BaseModel(base_id, spec, pipeline, previewer, pipeline_bytes(pipeline), seconds)  # type: ignore[arg-type]  # diffusers' exports type-check as dummy objects
 
     def _settle_locked(self, base_id: str, base: BaseModel | None, error: BaseException | None) -> None:
         if error is not None:
@@ -193,11 +193,11 @@ class BasePool:
         name = f"subject_{next(self._adapter_ids)}"
         with base.lock:
             try:
-                base.pipeline.load_lora_weights(state_dict, adapter_name=name)
+                base.pipeline.load_lora_weights(state_dict, adapter_name=name)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
             except (ValueError, RuntimeError, KeyError) as exc:
                 # diffusers removes a half-attached adapter itself; make sure nothing of it stays active.
                 if name in _adapter_names(base.pipeline):
-                    base.pipeline.delete_adapters([name])
+                    base.pipeline.delete_adapters([name])  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
                 base.active_known = False
                 raise FailedPrecondition(
                     f"LoRA weights of subject model {model_id!r} do not fit base model {base.id!r}: {first_line(exc)}"
@@ -211,7 +211,7 @@ class BasePool:
         """Delete an adapter from the base pipeline (the next activation sets the state again if it was active)."""
         with base.lock:
             if adapter_name in _adapter_names(base.pipeline):
-                base.pipeline.delete_adapters([adapter_name])
+                base.pipeline.delete_adapters([adapter_name])  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
             base.adapters.discard(adapter_name)
             if base.active is not None and base.active[0] == adapter_name:
                 base.active_known = False
@@ -229,15 +229,15 @@ class BasePool:
         pipeline = base.pipeline
         if want is None:
             if base.adapters:
-                pipeline.disable_lora()
+                pipeline.disable_lora()  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
         else:
             if base.active is None or not base.active_known:
-                pipeline.enable_lora()
-            pipeline.set_adapters([want[0]], [want[1]])
+                pipeline.enable_lora()  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
+            pipeline.set_adapters([want[0]], [want[1]])  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
         base.active = want
         base.active_known = True
         return entry.pipeline if entry is not None and entry.pipeline is not None else base.pipeline
 
 
 def _adapter_names(pipeline: DiffusionPipeline) -> set[str]:
-    return {name for names in pipeline.get_list_adapters().values() for name in names}
+    return {name for names in pipeline.get_list_adapters().values() for name in names}  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects

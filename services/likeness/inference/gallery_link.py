@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
@@ -74,7 +75,7 @@ class GalleryLink:
 
     def record(self, job: GenerationJob, spec: GenerationSpec, event: ImageEvent, tags: Sequence[str]) -> str:
         """Record one finished image with the parameters that reproduce it; returns the entry's id."""
-        params = {
+        params: dict[str, Any] = {
             "steps": job.params.steps,
             "guidance": job.params.guidance_scale,
             "width": event.width,

@@ -166,7 +166,7 @@ def validate(
     """
     num_images = spec.num_images or MIN_IMAGES
     _check_range(num_images, MIN_IMAGES, MAX_IMAGES, "num_images", "images")
-    steps = DEFAULT_STEPS if spec.num_inference_steps is None else spec.num_inference_steps
+    steps: int | float = DEFAULT_STEPS if spec.num_inference_steps is None else spec.num_inference_steps
     steps = generation.check_number("num_inference_steps", steps)
     guidance = DEFAULT_GUIDANCE.get(arch, 7.5) if spec.guidance_scale is None else spec.guidance_scale
     guidance = generation.check_number("guidance_scale", guidance)
@@ -184,7 +184,7 @@ def validate(
         raise InvalidArgument(f"unknown format {spec.output_format!r}", field="output_format")
     _check_range(spec.preview_every_n_steps, 0, MAX_PREVIEW_EVERY, "preview_every_n_steps", "steps (0 disables)")
     if spec.seed is None:
-        seed = (rng or random.SystemRandom()).randint(0, RANDOM_SEED_LIMIT)
+        seed: int | float = (rng or random.SystemRandom()).randint(0, RANDOM_SEED_LIMIT)
     else:
         seed = generation.check_number("seed", spec.seed)
         last = MAX_SEED - (int(num_images) - 1)

@@ -57,7 +57,7 @@ def scheduler_for(base: BaseModel, name: str) -> Any:
     scheduler = base.schedulers.get(name)
     if scheduler is None:
         if not base.schedulers:
-            base.schedulers["default"] = base.pipeline.scheduler
+            base.schedulers["default"] = base.pipeline.scheduler  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
         scheduler = base.schedulers.get(name)
         if scheduler is None:
             scheduler = SCHEDULER_CLASSES[name].from_config(base.schedulers["default"].config)
@@ -124,11 +124,11 @@ def run_batch(
 
     with base.lock:
         pipeline = repository.activate(base, subject, head.lora_scale)
-        pipeline.scheduler = scheduler_for(base, head.scheduler)
-        sampler = sampler_name(type(pipeline.scheduler).__name__)
+        pipeline.scheduler = scheduler_for(base, head.scheduler)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
+        sampler = sampler_name(type(pipeline.scheduler).__name__)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
         # no_grad, not inference_mode: the VAE upcast below must not turn its weights into inference tensors.
         with torch.no_grad():
-            latents = pipeline(
+            latents = pipeline(  # type: ignore[operator]  # diffusers' exports type-check as dummy objects
                 prompt=prompts,
                 # None (not [""] * n) lets SDXL use its zeroed negative embedding, as diffusers does by default.
                 negative_prompt=negatives if any(negatives) else None,
@@ -148,7 +148,7 @@ def run_batch(
                 metrics.STEPS_PER_SECOND.labels(base.id).observe(head.steps / max(denoise_seconds, 1e-9))
             metrics.BATCH_REQUESTS.observe(len(jobs))
             metrics.BATCH_IMAGES.observe(len(prompts))
-            with upcast_for_decoding(pipeline.vae):
+            with upcast_for_decoding(pipeline.vae):  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
                 for job, offset in zip(jobs, offsets, strict=True):
                     job.denoise_seconds = denoise_seconds
                     if not job.active:
@@ -157,8 +157,8 @@ def run_batch(
                         if not job.active:
                             break
                         decode_started = time.perf_counter()
-                        image = decode_latents(pipeline.vae, latents[offset + index : offset + index + 1])
-                        pil = pipeline.image_processor.postprocess(image, output_type="pil")[0]
+                        image = decode_latents(pipeline.vae, latents[offset + index : offset + index + 1])  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
+                        pil = pipeline.image_processor.postprocess(image, output_type="pil")[0]  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
                         job.decode_seconds += time.perf_counter() - decode_started
                         encoder.submit(_encode_and_send, job, index, pil, _metadata(job, index, sampler))
                     encoder.submit(_summarise, job)

@@ -13,6 +13,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -65,8 +66,8 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
 
 
 def _decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    config = vae.config
-    latents = latents.to(device=vae.device, dtype=vae.dtype)
+    config: Any = vae.config
+    latents = latents.to(device=vae.device, dtype=vae.dtype)  # type: ignore[call-overload]  # diffusers ModelMixin properties
     mean = getattr(config, "latents_mean", None)
     std = getattr(config, "latents_std", None)
     if mean is not None and std is not None:
@@ -76,7 +77,7 @@ def _decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
         latents = latents * std_t / config.scaling_factor + mean_t
     else:
         latents = latents / config.scaling_factor
-    return vae.decode(latents, return_dict=False)[0]
+    return vae.decode(latents, return_dict=False)[0]  # type: ignore[operator]  # AutoencoderKL method
 
 
 class LatentPreviewer:
@@ -92,7 +93,7 @@ class LatentPreviewer:
     def fit(cls, vae: torch.nn.Module, seed: int = 0) -> LatentPreviewer:
         """Fit the latent-to-RGB map of `vae` on a few decoded random latents (least squares)."""
         generator = torch.Generator().manual_seed(seed)
-        channels = int(vae.config.latent_channels)
+        channels = int(vae.config.latent_channels)  # type: ignore[union-attr,arg-type]  # diffusers config attribute
         latents = _smooth_latents(FIT_SAMPLES, channels, FIT_LATENT_SIZE, generator)
         images = decode_latents(vae, latents).float().cpu()
         # Mean colour of the patch each latent pixel becomes.

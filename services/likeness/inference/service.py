@@ -62,7 +62,7 @@ class InferenceComponent:
     """
 
     name = "inference"
-    service_names = (SERVICE_NAME,)
+    service_names: tuple[str, ...] = (SERVICE_NAME,)
 
     def __init__(
         self,

@@ -171,6 +171,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                 if isinstance(event, ImageEvent):
                     prompt_id = ""
                     if recording:
+                        assert gallery is not None  # recording implies a gallery
                         try:
                             prompt_id = await asyncio.to_thread(gallery.record, job, spec, event, tags)
                         except LikenessError as error:  # the image is delivered even when its record fails
@@ -194,7 +195,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                     last=last,
                     data=data,
                     seed=event.seed,
-                    format=image_format,
+                    format=image_format,  # type: ignore[arg-type]  # enum values are ints
                     width=event.width,
                     height=event.height,
                     gallery_prompt_id=gallery_prompt_id if last else "",

@@ -90,10 +90,10 @@ def read_full_fine_tune(
             f"UNet of subject model {manifest.model_id!r} is corrupt or unreadable: {first_line(exc)}"
         ) from exc
     for key in UNET_COMPATIBILITY_KEYS:
-        if unet.config.get(key) != base.unet.config.get(key):
+        if unet.config.get(key) != base.unet.config.get(key):  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
             raise FailedPrecondition(
                 f"UNet of subject model {manifest.model_id!r} does not fit its base model: {key} is "
-                f"{unet.config.get(key)!r}, the base model's is {base.unet.config.get(key)!r}"
+                f"{unet.config.get(key)!r}, the base model's is {base.unet.config.get(key)!r}"  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
             )
     modules: dict[str, torch.nn.Module] = {"unet": unet.eval()}
     for name in TEXT_ENCODER_FOLDERS:

@@ -115,6 +115,7 @@ class SubjectIndex:
                 self._subjects[entry.key] = entry
             elif entry.manifest is None:
                 entry.manifest = manifest
+            assert entry.manifest is not None  # set above when it was missing
             return entry.manifest
 
     def entry(self, tenant: str, model_id: str, *, field: str = "subject_model_id") -> SubjectEntry:

@@ -37,7 +37,7 @@ LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 @lru_cache(maxsize=4)
 def _tiny_unet(arch: str) -> UNet2DConditionModel:
-    return create_tiny_pipeline(arch).unet
+    return create_tiny_pipeline(arch).unet  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
 
 
 def _manifest(
@@ -81,10 +81,10 @@ def publish_lora_subject(
     """Publish a random LoRA subject for the tiny base of `arch` and return its manifest."""
     model_id = model_id or new_id("model")
     unet = copy.deepcopy(_tiny_unet(arch))
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, parameter in unet.named_parameters():
+        for name, parameter in unet.named_parameters():  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     layers = get_peft_model_state_dict(unet)

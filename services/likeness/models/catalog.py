@@ -11,6 +11,7 @@ a single file needs to load offline; `arch=sd15|sd2|sdxl` to skip detection.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -99,7 +100,7 @@ for _arch in ("sd15", "sdxl"):
             name=_arch,
             arch=_arch,
             version=TINY_FORMAT_VERSION,
-            write=lambda directory, arch=_arch: _write_tiny(arch, directory),
+            write=functools.partial(_write_tiny, _arch),
         )
     )
 

@@ -53,7 +53,8 @@ def pipeline_class(arch: str) -> type[DiffusionPipeline]:
     # diffusers is imported only where a pipeline is built, so that reading configs stays cheap.
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    return StableDiffusionXLPipeline if check_arch(arch) == "sdxl" else StableDiffusionPipeline
+    # diffusers' pipeline classes lose their DiffusionPipeline base under mypy.
+    return StableDiffusionXLPipeline if check_arch(arch) == "sdxl" else StableDiffusionPipeline  # type: ignore[return-value]
 
 
 def _pickle_refusal(path: Path, field: str | None) -> InvalidArgument:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+# mypy resolves diffusers' top-level exports to its dummy placeholder classes (no Module or pipeline
+# attributes), hence the type: ignore comments on diffusers attribute uses below.
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 
@@ -41,7 +44,7 @@ Renames = tuple[tuple[str, str], ...]
 
 def _unet_prefix_map(unet: UNet2DConditionModel) -> dict[str, tuple[str, Renames]]:
     """diffusers key prefix -> (LDM key prefix, renames applied to the rest of the key)."""
-    layers_per_block = unet.config.layers_per_block
+    layers_per_block = unet.config.layers_per_block  # type: ignore[attr-defined]
     if not isinstance(layers_per_block, int):
         raise InvalidArgument("single-file export needs the same number of layers in every UNet block")
     stride = layers_per_block + 1
@@ -57,13 +60,13 @@ def _unet_prefix_map(unet: UNet2DConditionModel) -> dict[str, tuple[str, Renames
         "mid_block.attentions.0.": ("middle_block.1.", ()),
         "mid_block.resnets.1.": ("middle_block.2.", _UNET_RESNET_RENAMES),
     }
-    for level, block in enumerate(unet.down_blocks):
+    for level, block in enumerate(unet.down_blocks):  # type: ignore[attr-defined]
         for layer in range(len(block.resnets)):
             ldm_block = f"input_blocks.{1 + level * stride + layer}"
             prefixes[f"down_blocks.{level}.resnets.{layer}."] = (f"{ldm_block}.0.", _UNET_RESNET_RENAMES)
             prefixes[f"down_blocks.{level}.attentions.{layer}."] = (f"{ldm_block}.1.", ())
         prefixes[f"down_blocks.{level}.downsamplers.0.conv."] = (f"input_blocks.{(level + 1) * stride}.0.op.", ())
-    for level, block in enumerate(unet.up_blocks):
+    for level, block in enumerate(unet.up_blocks):  # type: ignore[attr-defined]
         for layer in range(len(block.resnets)):
             ldm_block = f"output_blocks.{level * stride + layer}"
             prefixes[f"up_blocks.{level}.resnets.{layer}."] = (f"{ldm_block}.0.", _UNET_RESNET_RENAMES)
@@ -86,15 +89,15 @@ def _vae_prefix_map(vae: AutoencoderKL) -> dict[str, tuple[str, Renames]]:
         prefixes[f"{part}.mid_block.resnets.0."] = (f"{part}.mid.block_1.", _VAE_RESNET_RENAMES)
         prefixes[f"{part}.mid_block.resnets.1."] = (f"{part}.mid.block_2.", _VAE_RESNET_RENAMES)
         prefixes[f"{part}.mid_block.attentions.0."] = (f"{part}.mid.attn_1.", _VAE_ATTENTION_RENAMES)
-    for level, block in enumerate(vae.encoder.down_blocks):
+    for level, block in enumerate(vae.encoder.down_blocks):  # type: ignore[attr-defined]
         for layer in range(len(block.resnets)):
             prefixes[f"encoder.down_blocks.{level}.resnets.{layer}."] = (
                 f"encoder.down.{level}.block.{layer}.",
                 _VAE_RESNET_RENAMES,
             )
         prefixes[f"encoder.down_blocks.{level}.downsamplers.0.conv."] = (f"encoder.down.{level}.downsample.conv.", ())
-    levels = len(vae.decoder.up_blocks)
-    for level, block in enumerate(vae.decoder.up_blocks):
+    levels = len(vae.decoder.up_blocks)  # type: ignore[attr-defined]
+    for level, block in enumerate(vae.decoder.up_blocks):  # type: ignore[attr-defined]
         # The LDM decoder numbers its levels from the lowest resolution up, diffusers from the top down.
         ldm_level = levels - 1 - level
         for layer in range(len(block.resnets)):
@@ -124,7 +127,7 @@ def _rename(state_dict: dict[str, torch.Tensor], prefixes: dict[str, tuple[str, 
 
 
 def _vae_state_dict(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
-    renamed = _rename(vae.state_dict(), _vae_prefix_map(vae))
+    renamed = _rename(vae.state_dict(), _vae_prefix_map(vae))  # type: ignore[attr-defined]
     # The LDM VAE's mid-block attention uses 1x1 convolutions where diffusers uses linear layers.
     for key, tensor in renamed.items():
         if ".mid.attn_1." in key and key.endswith("weight") and tensor.ndim == 2:
@@ -155,9 +158,9 @@ def save_single_file(pipeline: StableDiffusionPipeline, path: str | Path) -> Pat
         raise InvalidArgument(f"{path}: single-file checkpoints are written as .safetensors", field="path")
     checkpoint: dict[str, torch.Tensor] = {}
     parts = (
-        (UNET_PREFIX, _rename(pipeline.unet.state_dict(), _unet_prefix_map(pipeline.unet))),
-        (VAE_PREFIX, _vae_state_dict(pipeline.vae)),
-        (TEXT_ENCODER_PREFIX, _text_encoder_state_dict(pipeline.text_encoder)),
+        (UNET_PREFIX, _rename(pipeline.unet.state_dict(), _unet_prefix_map(pipeline.unet))),  # type: ignore[attr-defined]
+        (VAE_PREFIX, _vae_state_dict(pipeline.vae)),  # type: ignore[attr-defined]
+        (TEXT_ENCODER_PREFIX, _text_encoder_state_dict(pipeline.text_encoder)),  # type: ignore[attr-defined]
     )
     for prefix, state_dict in parts:
         for key, tensor in state_dict.items():

@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+# mypy resolves diffusers' top-level exports to its dummy placeholder classes (no Module or pipeline
+# attributes), hence the type: ignore comments on diffusers attribute uses below.
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
@@ -157,9 +160,9 @@ def calibrate_vae(vae: AutoencoderKL, seed: int = 0) -> AutoencoderKL:
     convolution is shifted back so decoding is unchanged), and `scaling_factor` is set to 1/std of the centred
     latents so `latents * scaling_factor` has unit variance, as the noise schedule assumes.
     """
-    latent_channels = vae.config.latent_channels
-    quant_conv = vae.quant_conv
-    post_quant_conv = vae.post_quant_conv
+    latent_channels = vae.config.latent_channels  # type: ignore[attr-defined]
+    quant_conv = vae.quant_conv  # type: ignore[attr-defined]
+    post_quant_conv = vae.post_quant_conv  # type: ignore[attr-defined]
     if quant_conv is None or post_quant_conv is None:
         raise InvalidArgument("calibrate_vae needs a VAE with quant_conv and post_quant_conv", field="vae")
 
@@ -167,15 +170,15 @@ def calibrate_vae(vae: AutoencoderKL, seed: int = 0) -> AutoencoderKL:
     quant_conv.bias[latent_channels:] = VAE_POSTERIOR_LOGVAR
 
     generator = torch.Generator().manual_seed(seed)
-    images = _calibration_images(VAE_CALIBRATION_IMAGES, vae.config.sample_size, generator)
-    means = vae.encode(images).latent_dist.mean
+    images = _calibration_images(VAE_CALIBRATION_IMAGES, vae.config.sample_size, generator)  # type: ignore[attr-defined]
+    means = vae.encode(images).latent_dist.mean  # type: ignore[attr-defined]
     channel_mean = means.mean(dim=(0, 2, 3))
     quant_conv.bias[:latent_channels] -= channel_mean
     # post_quant_conv(z + m) == post_quant_conv(z) + W m: restore what the decoder saw before centring.
     post_quant_conv.bias += post_quant_conv.weight[:, :, 0, 0] @ channel_mean
 
     centred_std = float((means - channel_mean[None, :, None, None]).std())
-    vae.register_to_config(scaling_factor=1.0 / centred_std)
+    vae.register_to_config(scaling_factor=1.0 / centred_std)  # type: ignore[attr-defined]
     return vae
 
 
@@ -197,7 +200,7 @@ def create_tiny_pipeline(arch: str, seed: int = 0) -> StableDiffusionPipeline | 
     # from_config keeps DDIM-only keys (set_alpha_to_one) in the saved config so DDIM built from it matches SD.
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     for module in (unet, vae, text_encoder):
-        module.eval()
+        module.eval()  # type: ignore[union-attr]
 
     if not sdxl:
         pipeline = StableDiffusionPipeline(
@@ -210,7 +213,7 @@ def create_tiny_pipeline(arch: str, seed: int = 0) -> StableDiffusionPipeline | 
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]
         return pipeline
 
     with _seeded(seed + 3):
@@ -218,7 +221,7 @@ def create_tiny_pipeline(arch: str, seed: int = 0) -> StableDiffusionPipeline | 
     tokenizer_2 = clip_tokenizer()
     # SDXL's second tokenizer pads with "!" (id 0), as released by Stability AI.
     tokenizer_2.pad_token = "!"
-    pipeline = StableDiffusionXLPipeline(
+    pipeline = StableDiffusionXLPipeline(  # type: ignore[assignment]
         vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
@@ -228,7 +231,7 @@ def create_tiny_pipeline(arch: str, seed: int = 0) -> StableDiffusionPipeline | 
         scheduler=scheduler,
         add_watermarker=False,
     )
-    pipeline.set_progress_bar_config(disable=True)
+    pipeline.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]
     return pipeline
 
 
@@ -241,7 +244,7 @@ def save_tiny_pipeline(arch: str, directory: str | Path, seed: int = 0) -> Path:
     directory = Path(directory)
     pipeline = create_tiny_pipeline(arch, seed=seed)
     disable_progress_bars()
-    pipeline.save_pretrained(directory, safe_serialization=True)
+    pipeline.save_pretrained(directory, safe_serialization=True)  # type: ignore[union-attr]
     vocabulary_dir = clip_tokenizer_dir()
     for tokenizer_folder in ("tokenizer", "tokenizer_2"):
         if (directory / tokenizer_folder).is_dir():

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 #: Request id of the RPC the current task serves; set by the interceptor, read by every log record.
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("likeness_request_id", default="")
@@ -18,7 +19,7 @@ class JsonFormatter(logging.Formatter):
     """Formats records as JSON with time, level, logger, message, request id and any `extra=` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
+        payload: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,

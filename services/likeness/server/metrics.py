@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Iterable
+from typing import cast
 
 from google.protobuf import descriptor_pool
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -70,7 +72,7 @@ def start_metrics_server(port: int, host: str = "0.0.0.0", *, tls: TlsFiles | No
         server, _thread = start_http_server(port, addr=host)
     else:
         server, _thread = start_http_server(port, addr=host, certfile=tls.cert_file, keyfile=tls.key_file)
-        watch_ssl_context(server.socket.context, tls, threading.Event())
+        watch_ssl_context(cast(ssl.SSLSocket, server.socket).context, tls, threading.Event())
     bound = server.server_address[1]
     log.info("metrics endpoint listening", extra={"port": bound, "tls": tls is not None})
     return bound

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, default=None, help=help_text)
 
 
-def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Builds settings from parsed flags over environment variables over defaults, and validates them."""
     environ = os.environ if environ is None else environ
     known = {_env_name(f.name) for f in dataclasses.fields(Settings)}

@@ -15,6 +15,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -38,7 +39,7 @@ class TlsFiles:
 
     def fingerprint(self) -> tuple:
         """What changes when a file is replaced (modification time and size of each)."""
-        marks = []
+        marks: list[tuple[Any, ...]] = []
         for path in self.paths():
             try:
                 status = os.stat(path)

@@ -18,7 +18,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, abort, g, redirect, render_template, request, session, url_for
 from PIL import Image, ImageOps
@@ -119,7 +119,7 @@ def create_app(config: StudioConfig) -> Flask:
         g.banner = ""
 
     @app.errorhandler(SignInRequired)
-    def to_signin(error: SignInRequired) -> Response:
+    def to_signin(error: SignInRequired) -> Any:
         session.pop("key", None)
         if request.headers.get("Accept", "").startswith("application/json") or request.path.startswith("/api/"):
             return Response(json.dumps({"error": "sign in again"}), status=401, mimetype="application/json")
@@ -445,7 +445,7 @@ def _generation_request(form: Any) -> inference_pb.GenerateImagesRequest:
     if scheduler:
         if scheduler not in SCHEDULER_ENUMS:
             raise errors.InvalidArgument(f"must be one of {', '.join(SCHEDULERS)}", field="scheduler")
-        parameters.scheduler = SCHEDULER_ENUMS[scheduler]
+        parameters.scheduler = cast("types_pb2.Scheduler", SCHEDULER_ENUMS[scheduler])
     return inference_pb.GenerateImagesRequest(
         prompt=form.get("prompt", ""),
         subject_model_id=form.get("subject_model_id", ""),

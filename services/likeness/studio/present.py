@@ -11,7 +11,7 @@ from likeness.inference.v1 import inference_service_pb2 as inference_pb
 from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
 from likeness.type.v1 import types_pb2
 
-MEDIA_TYPES = {types_pb2.IMAGE_FORMAT_JPEG: "image/jpeg", types_pb2.IMAGE_FORMAT_WEBP: "image/webp"}
+MEDIA_TYPES: dict[int, str] = {types_pb2.IMAGE_FORMAT_JPEG: "image/jpeg", types_pb2.IMAGE_FORMAT_WEBP: "image/webp"}
 
 
 def media_type(image_format: int) -> str:

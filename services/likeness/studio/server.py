@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from typing import Any
 
 from waitress.server import create_server
 
@@ -27,7 +28,7 @@ class StudioServer:
         *,
         host: str | None = None,
         port: int | None = None,
-        **config_overrides: object,
+        **config_overrides: Any,
     ) -> None:
         config = StudioConfig(
             services_address=services_address,

@@ -188,6 +188,8 @@ class TrainingConfig:
 class _ReadKeys(Mapping[str, Any]):
     """A spec message that remembers which keys the reader looked at, so that any other key can be refused."""
 
+    values: Mapping[str, Any]  # type: ignore[assignment]  # shadows Mapping.values() on purpose
+
     def __init__(self, values: Mapping[str, Any], path: str) -> None:
         self.values = values
         self.path = path

@@ -194,7 +194,7 @@ def execute_job(
         if config.prior.enabled:
             if stop():
                 raise Cancelled("stopped before generating class images")
-            pipeline.to(accelerator.device)
+            pipeline.to(accelerator.device)  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
             # The main process generates (or finds) the set first; the others then read the published copy.
             for turn in (True, False):
                 if main == turn:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from likeness.api import convert
 from likeness.api.convert import timestamp
@@ -31,7 +32,7 @@ from likeness.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from likeness.trainer.watch import EventFollower
 from likeness.type.v1 import types_pb2
 
-STATE_TO_PB = {state: pb.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
+STATE_TO_PB = {state: cast(pb.JobState, pb.JobState.Value(f"JOB_STATE_{state.value}")) for state in JobState}
 STATE_FROM_PB = {value: name for name, value in STATE_TO_PB.items()}
 METHOD_TO_PB = convert.TRAINING_METHOD_ENUMS
 METHOD_FROM_PB = {types_pb2.TRAINING_METHOD_UNSPECIFIED: "", **convert.TRAINING_METHOD_NAMES}
@@ -173,9 +174,9 @@ def job_to_pb(record: JobRecord, queue_position: int = 0) -> pb.TrainingJob:
         priority=record.priority,
     )
     if record.start_time is not None:
-        job.start_time.CopyFrom(timestamp(as_datetime(record.start_time)))
+        job.start_time.CopyFrom(cast(Timestamp, timestamp(as_datetime(record.start_time))))
     if record.end_time is not None:
-        job.end_time.CopyFrom(timestamp(as_datetime(record.end_time)))
+        job.end_time.CopyFrom(cast(Timestamp, timestamp(as_datetime(record.end_time))))
     return job
 
 

@@ -11,6 +11,7 @@ so two writers of one job take turns and the numbers commit in order; a rolled-b
 from __future__ import annotations
 
 import base64
+import builtins
 import dataclasses
 import json
 import math
@@ -358,7 +359,7 @@ class JobStore:
 
     # ---- events ------------------------------------------------------------------------------------------
 
-    def events_after(self, job_id: str, after_sequence: int, limit: int = EVENT_BATCH) -> list[dict[str, Any]]:
+    def events_after(self, job_id: str, after_sequence: int, limit: int = EVENT_BATCH) -> builtins.list[dict[str, Any]]:
         """Stored events of one job with a sequence above `after_sequence`, in order."""
         with self.database.transaction() as connection:
             rows = connection.execute(

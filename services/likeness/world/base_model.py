@@ -18,6 +18,7 @@ from likeness.errors import FailedPrecondition
 from likeness.models.catalog import BuiltinModel, register_builtin
 from likeness.world.scenes import IMAGE_SIZE
 
+# mypy resolves diffusers' top-level exports to dummy placeholder classes: see the type: ignore comments.
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -111,7 +112,7 @@ def assemble_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipeline.set_progress_bar_config(disable=True)
+    pipeline.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]
     return pipeline
 
 
@@ -122,7 +123,7 @@ def save_pipeline_folder(pipeline: StableDiffusionPipeline, directory: str | Pat
 
     directory = Path(directory)
     disable_progress_bars()
-    pipeline.save_pretrained(directory, safe_serialization=True)
+    pipeline.save_pretrained(directory, safe_serialization=True)  # type: ignore[attr-defined]
     tokenizer_dir = directory / "tokenizer"
     for name in TOKENIZER_FILES:
         shutil.copyfile(clip_tokenizer_dir() / name, tokenizer_dir / name)

@@ -49,7 +49,7 @@ def base_model_figure(out: Path) -> tuple[Path, dict[str, float]]:
     pipeline = load_toy_pipeline()
     rows = [(prompt, generate(pipeline, prompt, SEEDS, 25, 4.0, "ddim")) for prompt in BASE_PROMPTS]
     path = save_grid(rows, out / "base-model.png", scale=3)
-    hits = {"class": [], "context": []}
+    hits: dict[str, list[bool]] = {"class": [], "context": []}
     for cls in CLASSES:
         for context, phrase in CONTEXT_PHRASES.items():
             verdicts = judge_images(generate(pipeline, f"a photo of a {cls} {phrase}", range(4), 25, 4.0, "ddim"))

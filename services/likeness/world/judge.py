@@ -148,7 +148,8 @@ def _augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def _training_batch(config: JudgeConfig, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`instances` random objects, each drawn twice (different place, context, size): 2 x instances pictures."""
-    images, labels = [], {"class": [], "context": [], "colour": []}
+    images: list[Image.Image] = []
+    labels: dict[str, list[int]] = {"class": [], "context": [], "colour": []}
     for view in range(2):
         for instance in range(config.instances):
             look = _instance_look(np.random.default_rng([config.seed, step, instance, 1]))

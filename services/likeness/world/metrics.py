@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def embed(images: Sequence[Image.Image], judge: Judge | None = None) -> Verdicts
 
 
 @torch.no_grad()
-def vae_round_trip(vae: torch.nn.Module, images: Sequence[Image.Image]) -> list[Image.Image]:
+def vae_round_trip(vae: Any, images: Sequence[Image.Image]) -> list[Image.Image]:
     """`images` encoded and decoded by `vae` (at its size): what the model can at best reproduce of them."""
     size = int(vae.config.sample_size)
     pixels = to_pixels([image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC) for image in images])

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,14 +86,14 @@ def world_pixels(seed: int, start: int, count: int) -> torch.Tensor:
     return _pixels([world_sample(seed, index).image for index in range(start, start + count)])
 
 
-def _fix_posterior(vae: torch.nn.Module) -> None:
+def _fix_posterior(vae: Any) -> None:
     latent_channels = vae.config.latent_channels
     with torch.no_grad():
         vae.quant_conv.weight[latent_channels:] = 0
         vae.quant_conv.bias[latent_channels:] = POSTERIOR_LOGVAR
 
 
-def train_autoencoder(vae: torch.nn.Module, config: PretrainConfig) -> dict[str, float]:
+def train_autoencoder(vae: Any, config: PretrainConfig) -> dict[str, float]:
     """Stage 1: reconstruction training on fresh world pictures every step; returns final losses."""
     _fix_posterior(vae)
     vae.train()
@@ -131,7 +132,7 @@ def train_autoencoder(vae: torch.nn.Module, config: PretrainConfig) -> dict[str,
 
 
 @torch.no_grad()
-def calibrate_latents(vae: torch.nn.Module, seed: int) -> float:
+def calibrate_latents(vae: Any, seed: int) -> float:
     """Centres every latent channel on world pictures and sets `scaling_factor` to 1 / std; returns it.
 
     The decoder's input convolution is shifted back, so decoding a latent gives the same picture as before.
@@ -147,7 +148,7 @@ def calibrate_latents(vae: torch.nn.Module, seed: int) -> float:
 
 
 @torch.no_grad()
-def encode_world(vae: torch.nn.Module, seed: int, count: int, batch: int = 256) -> torch.Tensor:
+def encode_world(vae: Any, seed: int, count: int, batch: int = 256) -> torch.Tensor:
     """Scaled latents of world samples 0 .. count - 1 (the diffusion training set)."""
     scaling = float(vae.config.scaling_factor)
     chunks = []
@@ -201,7 +202,7 @@ def train_diffusion(
     text_encoder.train()
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False)
-    embedding = text_encoder.get_input_embeddings().weight
+    embedding = text_encoder.get_input_embeddings().weight  # type: ignore[operator]
     other_text = [parameter for parameter in text_encoder.parameters() if parameter is not embedding]
     optimizer = torch.optim.AdamW(
         [
@@ -285,17 +286,17 @@ def _pretrain(out: Path, config: PretrainConfig, command: str) -> dict[str, obje
     LOG.info("stage 1: autoencoder, %d steps of %d pictures", config.autoencoder_steps, config.autoencoder_batch)
     autoencoder_metrics = train_autoencoder(vae, config)
     scaling = calibrate_latents(vae, config.seed)
-    vae.requires_grad_(False)
+    vae.requires_grad_(False)  # type: ignore[attr-defined]
     autoencoder_seconds = time.monotonic() - started
 
     LOG.info("stage 2: drawing and encoding %d world pictures", config.images)
     latents = encode_world(vae, config.seed, config.images)
     LOG.info("stage 2: diffusion, %d steps of %d pictures", config.steps, config.batch)
     diffusion_started = time.monotonic()
-    ema_unet, ema_text, diffusion_metrics = train_diffusion(unet, text_encoder, latents, config)
+    ema_unet, ema_text, diffusion_metrics = train_diffusion(unet, text_encoder, latents, config)  # type: ignore[arg-type]
     diffusion_seconds = time.monotonic() - diffusion_started
 
-    pipeline = assemble_pipeline(ema_unet, vae, ema_text)
+    pipeline = assemble_pipeline(ema_unet, vae, ema_text)  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
     save_pipeline_folder(pipeline, out)
     record: dict[str, object] = {

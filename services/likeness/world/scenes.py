@@ -103,7 +103,7 @@ def shade(colour: RGB, factor: float) -> RGB:
     return tuple(_clip(c + (255 - c) * mix) for c in colour)  # type: ignore[return-value]
 
 
-def _jitter(colour: RGB, rng: np.random.Generator, amount: float) -> RGB:
+def _jitter(colour: tuple[float, float, float], rng: np.random.Generator, amount: float) -> RGB:
     return tuple(_clip(c + rng.uniform(-amount, amount)) for c in colour)  # type: ignore[return-value]
 
 

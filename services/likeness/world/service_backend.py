@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from PIL import Image
 
@@ -26,6 +26,9 @@ from likeness.inference.params import generation
 from likeness.world.base_model import TOY_BUILTIN_NAME, TOY_MODEL_ID
 from likeness.world.evaluation import EvalSettings, Variant
 from likeness.world.subjects import Subject, subject_photo_files
+
+if TYPE_CHECKING:
+    from likeness.server.component import ServiceComponent
 
 MAX_IMAGES_PER_REQUEST = 8
 SERVER_START_TIMEOUT_S = 300.0
@@ -44,7 +47,9 @@ def _spec_message(spec: dict[str, Any]):
         identifier=spec["identifier"],
         class_noun=spec["class_noun"],
         # "lora" -> TRAINING_METHOD_LORA: the enum is the one list of methods.
-        method=types_pb2.TrainingMethod.Value(f"TRAINING_METHOD_{spec['method'].upper()}"),
+        method=cast(
+            "types_pb2.TrainingMethod", types_pb2.TrainingMethod.Value(f"TRAINING_METHOD_{spec['method'].upper()}")
+        ),
         display_name=spec["display_name"],
         hyperparameters=pb.Hyperparameters(
             max_train_steps=hyper["max_train_steps"],
@@ -118,7 +123,10 @@ class ServiceBackend:
                     seed=block[0],
                     width=settings.resolution,
                     height=settings.resolution,
-                    scheduler=generation.SCHEDULER_ENUMS.get(scheduler, types_pb2.SCHEDULER_UNSPECIFIED),
+                    scheduler=cast(
+                        "types_pb2.Scheduler",
+                        generation.SCHEDULER_ENUMS.get(scheduler, types_pb2.SCHEDULER_UNSPECIFIED),
+                    ),
                 ),
             )
             ordered = sorted(result.images, key=lambda image: image.index)
@@ -159,7 +167,7 @@ def local_services(settings) -> Iterator[str]:
         stop = asyncio.Event()
         state["loop"], state["stop"] = asyncio.get_running_loop(), stop
         try:
-            components = [TrainerComponent(settings), InferenceComponent(settings)]
+            components: list[ServiceComponent] = [TrainerComponent(settings), InferenceComponent(settings)]
             async with serve_components(components, settings) as running:
                 state["address"] = running.address
                 ready.set()

@@ -43,6 +43,7 @@ def _rng_name(rank: int) -> str:
 def write_rng_state(folder: Path, rank: int) -> None:
     """Saves this process's random state into `folder` (every process writes its own file)."""
     numpy_state = np.random.get_state()
+    assert isinstance(numpy_state, tuple)  # legacy=True (the default) always gives the tuple form
     state = {
         "python": random.getstate(),
         # NumPy's key array is stored as a tensor so the file loads with weights_only=True.

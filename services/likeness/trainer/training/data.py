@@ -92,12 +92,12 @@ class ImageSet:
 
         Sampling `mean + std * noise` later is exactly `latent_dist.sample()`, so caching changes nothing but speed.
         """
-        scaling = float(vae.config.scaling_factor)
+        scaling = float(vae.config.scaling_factor)  # type: ignore[union-attr,arg-type]  # diffusers config attribute
         shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
         means, stds = [], []
         for pixels in self.pixels:
             batch = torch.stack([pixels, pixels.flip(-1)] if flips else [pixels]).to(device, dtype)
-            posterior = vae.encode(batch).latent_dist
+            posterior = vae.encode(batch).latent_dist  # type: ignore[operator]  # AutoencoderKL method
             means.append((posterior.mean.float() - shift) * scaling)
             stds.append(posterior.std.float() * scaling)
         self.latent_mean = torch.stack(means)

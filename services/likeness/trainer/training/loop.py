@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,8 +142,8 @@ class _Conditioning:
         trainable: bool,
     ) -> None:
         self.sdxl = isinstance(pipeline, StableDiffusionXLPipeline)
-        self.encoders = [pipeline.text_encoder] + ([pipeline.text_encoder_2] if self.sdxl else [])
-        tokenizers = [pipeline.tokenizer] + ([pipeline.tokenizer_2] if self.sdxl else [])
+        self.encoders = [pipeline.text_encoder] + ([pipeline.text_encoder_2] if self.sdxl else [])  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
+        tokenizers = [pipeline.tokenizer] + ([pipeline.tokenizer_2] if self.sdxl else [])  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
         self.input_ids = [
             tokenizer(
                 prompts,
@@ -210,7 +211,8 @@ class _Run:
                 "the accelerator was created for a different gradient accumulation; build it with make_accelerator"
             )
         self.config = config
-        self.pipeline = pipeline
+        # Any: diffusers' exports type-check as dummy objects, without the components it registers at runtime.
+        self.pipeline: Any = pipeline
         self.data = data
         self.callbacks = callbacks
         self.accelerator = accelerator
@@ -222,9 +224,9 @@ class _Run:
         self.world = accelerator.num_processes
         self.prior = config.prior.enabled and bool(data.class_images)
         self.resolution = config.resolution or data.instance_images[0].width
-        self.unet = pipeline.unet
-        self.text_encoders = [pipeline.text_encoder] + ([pipeline.text_encoder_2] if self.sdxl else [])
-        self.noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+        self.unet = pipeline.unet  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
+        self.text_encoders = [pipeline.text_encoder] + ([pipeline.text_encoder_2] if self.sdxl else [])  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
+        self.noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
         self.prediction_type = self.noise_scheduler.config.prediction_type
         self.validation_images: list[ValidationImage] = []
 
@@ -279,6 +281,7 @@ class _Run:
         for image_set in (self.instances, self.classes):
             if image_set is not None and image_set.fixed_crop:
                 image_set.cache_latents(self.pipeline.vae, self.device, self.vae_dtype, flips=config.random_flip)
+                assert image_set.latent_mean is not None and image_set.latent_std is not None  # set by cache_latents
                 image_set.latent_mean = image_set.latent_mean.to(self.device)
                 image_set.latent_std = image_set.latent_std.to(self.device)
         needs_vae = not self.instances.fixed_crop or (self.classes is not None and not self.classes.fixed_crop)

@@ -26,7 +26,7 @@ def add_lora(module: torch.nn.Module, settings: LoraSettings, *, text_encoder: b
     targets = list(TEXT_ENCODER_LORA_TARGETS) if text_encoder else list(settings.target_modules)
     config = LoraConfig(
         r=settings.rank,
-        lora_alpha=settings.effective_alpha,
+        lora_alpha=settings.effective_alpha,  # type: ignore[arg-type]  # peft annotates int; a float alpha works
         lora_dropout=settings.dropout,
         init_lora_weights="gaussian",
         target_modules=targets,
@@ -36,9 +36,9 @@ def add_lora(module: torch.nn.Module, settings: LoraSettings, *, text_encoder: b
             # transformers 5's own `add_adapter` demands a peft release newer than any published one; peft's
             # injection does the same thing without that gate.
             inject_adapter_in_model(config, module, adapter_name="default")
-            module.peft_config = {"default": config}
+            module.peft_config = {"default": config}  # type: ignore[assignment]  # torch types module attributes as Tensor | Module
         else:
-            module.add_adapter(config)
+            module.add_adapter(config)  # type: ignore[operator]  # the UNet's diffusers PEFT mixin method
     except ValueError as error:
         raise InvalidArgument(
             f"none of {targets} names a layer of the {'text encoder' if text_encoder else 'UNet'} ({error}); "
@@ -59,11 +59,11 @@ def lora_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_lora(pipeline: StableDiffusionPipeline | StableDiffusionXLPipeline, directory: Path) -> list[str]:
     """Writes the pipeline's LoRA adapters to `directory/pytorch_lora_weights.safetensors`; returns the file name."""
-    layers: dict[str, object] = {"unet_lora_layers": lora_state_dict(pipeline.unet)}
-    layers["unet_lora_adapter_metadata"] = pipeline.unet.peft_config["default"].to_dict()
-    encoders = [("text_encoder", pipeline.text_encoder)]
+    layers: dict[str, object] = {"unet_lora_layers": lora_state_dict(pipeline.unet)}  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
+    layers["unet_lora_adapter_metadata"] = pipeline.unet.peft_config["default"].to_dict()  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
+    encoders = [("text_encoder", pipeline.text_encoder)]  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
     if isinstance(pipeline, StableDiffusionXLPipeline):
-        encoders.append(("text_encoder_2", pipeline.text_encoder_2))
+        encoders.append(("text_encoder_2", pipeline.text_encoder_2))  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
     for name, encoder in encoders:
         if encoder is not None and has_lora(encoder):
             layers[f"{name}_lora_layers"] = lora_state_dict(encoder)
