@@ -30,7 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from likeness import __version__, errors
-from likeness.api.status import ERRORS_BY_CODE, retry_delay_seconds
+from likeness.api.status import ERRORS_BY_CODE, bad_request_field, retry_delay_seconds
 from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
 from likeness.gallery.v1 import gallery_service_pb2_grpc as gallery_grpc
 from likeness.inference.v1 import inference_service_pb2 as inference_pb
@@ -124,6 +124,8 @@ def translate_error(error: grpc.RpcError) -> errors.LikenessError:
     exc.request_id = request_id  # type: ignore[attr-defined]
     if isinstance(exc, errors.ResourceExhausted) and isinstance(error, grpc.Call):
         exc.retry_after = retry_delay_seconds(error)  # the server's RetryInfo, seconds (None: none sent)
+    if isinstance(exc, errors.InvalidArgument) and isinstance(error, grpc.Call):
+        exc.field = bad_request_field(error)  # the server's BadRequest: the request field to fix
     return exc
 
 
