@@ -47,3 +47,18 @@ def console_entries(browser: WebDriver) -> list[dict[str, Any]]:
 def console_errors(browser: WebDriver) -> list[str]:
     """Messages of the SEVERE console entries since the last read (JS errors, failed loads, CSP refusals)."""
     return [entry["message"] for entry in console_entries(browser) if entry.get("level") == "SEVERE"]
+
+
+def click_to_navigate(element: WebElement) -> None:
+    """Click a link or submit button that leaves the page. chromedriver can report the click as failed when the
+    page unloads while it still inspects the node ("does not belong to the document"); the navigation happened,
+    so that one error is not a failure (the caller waits for the next page)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.click()
+    except StaleElementReferenceException:
+        return
+    except WebDriverException as error:
+        if "does not belong to the document" not in str(error):
+            raise

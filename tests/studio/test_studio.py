@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_helpers import console_errors, wait_css, wait_text
+from browser_helpers import click_to_navigate, console_errors, wait_css, wait_text
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -125,7 +125,7 @@ def test_script_in_a_prompt_never_runs(browser, stack, shot) -> None:
     browser.get(stack.url + "/discover?q=lighthouse+script")
     card = wait_css(browser, ".card .prompt")
     assert "<script>" in card.text  # shown as text
-    wait_css(browser, ".card a").click()
+    click_to_navigate(wait_css(browser, ".card a"))
     assert "<script>" in wait_css(browser, "#prompt-text").text
     assert browser.execute_script("return typeof window.__xss") == "undefined"
     shot("xss-probe")
@@ -152,10 +152,10 @@ def test_a_query_of_punctuation_says_so(browser, stack) -> None:
 def test_prompt_detail_and_reuse(browser, stack) -> None:
     sign_in(browser, stack)
     browser.get(stack.url + "/discover?q=study+7")
-    wait_css(browser, ".card a").click()
+    click_to_navigate(wait_css(browser, ".card a"))
     assert "study" in wait_css(browser, "#prompt-text").text
     assert "uses" in wait_css(browser, "#params").text
-    wait_css(browser, "#use-with-subject").click()
+    click_to_navigate(wait_css(browser, "#use-with-subject"))
     assert "study" in wait_css(browser, "#prompt").get_attribute("value")
 
 
@@ -172,7 +172,7 @@ def test_new_subject_train_watch_and_generate(browser, stack, shot, tmp_path) ->
     (tmp_path / "huge.jpg").write_bytes(b"\xff\xd8" + b"0" * (MAX_PHOTO_BYTES + 10))
     files.append(tmp_path / "huge.jpg")
     wait_css(browser, "#photos").send_keys("\n".join(str(path) for path in files))
-    wait_css(browser, "#upload button[type=submit]").click()
+    click_to_navigate(wait_css(browser, "#upload button[type=submit]"))
     wait_css(browser, "#report")
     kept = browser.find_elements(By.CSS_SELECTOR, ".photo[data-kept=true]")
     rejected = browser.find_elements(By.CSS_SELECTOR, ".photo[data-kept=false]")
@@ -187,11 +187,11 @@ def test_new_subject_train_watch_and_generate(browser, stack, shot, tmp_path) ->
     every = wait_css(browser, "#validate_every")
     every.clear()
     every.send_keys("1")
-    wait_css(browser, "#train button[type=submit]").click()
+    click_to_navigate(wait_css(browser, "#train button[type=submit]"))
     wait_text(browser, "#state", "succeeded", timeout=240)
     wait_css(browser, "#validation img", timeout=30)
     shot("job")
-    wait_css(browser, "#generate-with").click()
+    click_to_navigate(wait_css(browser, "#generate-with"))
     selected = wait_css(browser, "#subject_model_id option:checked")
     assert selected.get_attribute("value").startswith("sm-")
     wait_css(browser, "input[name=steps]").clear()
@@ -216,7 +216,7 @@ def test_cancel_a_running_job(browser, stack) -> None:
         job = client.create_training_job(spec, photos=[(f"p{i}.png", photo_bytes(i, 96)) for i in range(3)]).job
     sign_in(browser, stack)
     browser.get(f"{stack.url}/jobs/{job.job_id}")
-    wait_css(browser, "#cancel button").click()
+    click_to_navigate(wait_css(browser, "#cancel button"))
     wait_text(browser, "#state", "cancelled", timeout=60)
 
 
