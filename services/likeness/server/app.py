@@ -8,6 +8,7 @@ and a Prometheus endpoint on its own port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -58,11 +59,9 @@ def _register_reflection_v1_descriptor() -> None:
     """Adds `grpc/reflection/v1/reflection.proto` to the default pool (v1alpha's file, renamed), so that reflection
     can describe the v1 service it advertises."""
     pool = descriptor_pool.Default()
-    try:
+    with contextlib.suppress(KeyError):  # KeyError: not registered yet; found: an earlier server did it
         pool.FindFileByName(_REFLECTION_V1_FILE)
         return
-    except KeyError:
-        pass
     proto = descriptor_pb2.FileDescriptorProto()
     reflection_pb2.DESCRIPTOR.CopyToProto(proto)
     old, new = proto.package, "grpc.reflection.v1"

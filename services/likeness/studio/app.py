@@ -179,12 +179,15 @@ def create_app(config: StudioConfig) -> Flask:
 
     @app.get("/thumbs/<prompt_id>")
     def thumbnail(prompt_id: str) -> Response:
-        webp = thumbnails.get(key_slot(api_key()), prompt_id)
+        slot = key_slot(api_key())
+        webp = thumbnails.get(slot, prompt_id)
         if webp is None:  # not from a search of this replica: ask the gallery
             webp = _call(lambda: client().get_prompt(prompt_id)).thumbnail_webp
         if not webp:
             abort(404)
-        return _image_response(shrink(webp), "image/webp")
+        small = shrink(webp)
+        thumbnails.put(slot, prompt_id, small)  # shrunk once: a second request serves it as is
+        return _image_response(small, "image/webp")
 
     @app.get("/prompts/<prompt_id>")
     def prompt_detail(prompt_id: str) -> str:
