@@ -15,11 +15,24 @@ class LoadState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOAD_STATE_LOADING: _ClassVar[LoadState]
     LOAD_STATE_LOADED: _ClassVar[LoadState]
     LOAD_STATE_FAILED: _ClassVar[LoadState]
+
+class ArtifactKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARTIFACT_KIND_UNSPECIFIED: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_WEIGHTS: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_KOHYA_LORA: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_MANIFEST: _ClassVar[ArtifactKind]
+    ARTIFACT_KIND_SAMPLE_IMAGE: _ClassVar[ArtifactKind]
 LOAD_STATE_UNSPECIFIED: LoadState
 LOAD_STATE_NOT_LOADED: LoadState
 LOAD_STATE_LOADING: LoadState
 LOAD_STATE_LOADED: LoadState
 LOAD_STATE_FAILED: LoadState
+ARTIFACT_KIND_UNSPECIFIED: ArtifactKind
+ARTIFACT_KIND_WEIGHTS: ArtifactKind
+ARTIFACT_KIND_KOHYA_LORA: ArtifactKind
+ARTIFACT_KIND_MANIFEST: ArtifactKind
+ARTIFACT_KIND_SAMPLE_IMAGE: ArtifactKind
 
 class GenerateImagesRequest(_message.Message):
     __slots__ = ("subject_model_id", "base_model", "prompt", "parameters", "num_images", "output_format", "preview_every_n_steps", "record_in_gallery", "gallery_tags", "remix_prompt_id")
@@ -240,3 +253,31 @@ class DeleteSubjectModelResponse(_message.Message):
     files_removed: int
     gallery_entries_removed: int
     def __init__(self, model_id: _Optional[str] = ..., files_removed: _Optional[int] = ..., gallery_entries_removed: _Optional[int] = ...) -> None: ...
+
+class DownloadSubjectModelRequest(_message.Message):
+    __slots__ = ("model_id", "kinds")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    kinds: _containers.RepeatedScalarFieldContainer[ArtifactKind]
+    def __init__(self, model_id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[ArtifactKind, str]]] = ...) -> None: ...
+
+class ArtifactFile(_message.Message):
+    __slots__ = ("path", "kind", "size_bytes", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    kind: ArtifactKind
+    size_bytes: int
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[ArtifactKind, str]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class DownloadSubjectModelResponse(_message.Message):
+    __slots__ = ("file", "data")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    file: ArtifactFile
+    data: bytes
+    def __init__(self, file: _Optional[_Union[ArtifactFile, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...

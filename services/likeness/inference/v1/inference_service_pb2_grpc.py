@@ -66,6 +66,11 @@ class InferenceServiceStub:
                 request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelRequest.SerializeToString,
                 response_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelResponse.FromString,
                 _registered_method=True)
+        self.DownloadSubjectModel = channel.unary_stream(
+                '/likeness.inference.v1.InferenceService/DownloadSubjectModel',
+                request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelRequest.SerializeToString,
+                response_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelResponse.FromString,
+                _registered_method=True)
         self.GetServerStatus = channel.unary_unary(
                 '/likeness.inference.v1.InferenceService/GetServerStatus',
                 request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.GetServerStatusRequest.SerializeToString,
@@ -123,6 +128,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadSubjectModel(self, request, context):
+        """Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
+        other tools: for each file a header, then its bytes in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerStatus(self, request, context):
         """Reports loaded models, memory and queue.
         """
@@ -162,6 +175,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.DeleteSubjectModel,
                     request_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelRequest.FromString,
                     response_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelResponse.SerializeToString,
+            ),
+            'DownloadSubjectModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadSubjectModel,
+                    request_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelRequest.FromString,
+                    response_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelResponse.SerializeToString,
             ),
             'GetServerStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerStatus,
@@ -333,6 +351,33 @@ class InferenceService:
             '/likeness.inference.v1.InferenceService/DeleteSubjectModel',
             likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelRequest.SerializeToString,
             likeness_dot_inference_dot_v1_dot_inference__service__pb2.DeleteSubjectModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadSubjectModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/likeness.inference.v1.InferenceService/DownloadSubjectModel',
+            likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelRequest.SerializeToString,
+            likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WebhookDeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_PENDING: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_DELIVERED: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_RETRYING: _ClassVar[WebhookDeliveryState]
+    WEBHOOK_DELIVERY_STATE_FAILED: _ClassVar[WebhookDeliveryState]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -33,6 +41,11 @@ class MixedPrecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MIXED_PRECISION_NO: _ClassVar[MixedPrecision]
     MIXED_PRECISION_FP16: _ClassVar[MixedPrecision]
     MIXED_PRECISION_BF16: _ClassVar[MixedPrecision]
+WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_RETRYING: WebhookDeliveryState
+WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -307,7 +320,7 @@ class TrainingProgress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., steps_per_second: _Optional[float] = ..., images_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "state", "spec", "progress", "queue_position", "subject_model_id", "error", "idempotency_key", "create_time", "start_time", "end_time", "last_sequence", "last_checkpoint_step", "resume_count", "priority")
+    __slots__ = ("job_id", "state", "spec", "progress", "queue_position", "subject_model_id", "error", "idempotency_key", "create_time", "start_time", "end_time", "last_sequence", "last_checkpoint_step", "resume_count", "priority", "webhook", "webhook_deliveries")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +336,8 @@ class TrainingJob(_message.Message):
     LAST_CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
     RESUME_COUNT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     spec: TrainingJobSpec
@@ -338,21 +353,59 @@ class TrainingJob(_message.Message):
     last_checkpoint_step: int
     resume_count: int
     priority: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., queue_position: _Optional[int] = ..., subject_model_id: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., last_checkpoint_step: _Optional[int] = ..., resume_count: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
+    webhook: Webhook
+    webhook_deliveries: _containers.RepeatedCompositeFieldContainer[WebhookDelivery]
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., progress: _Optional[_Union[TrainingProgress, _Mapping]] = ..., queue_position: _Optional[int] = ..., subject_model_id: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., last_checkpoint_step: _Optional[int] = ..., resume_count: _Optional[int] = ..., priority: _Optional[int] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ..., webhook_deliveries: _Optional[_Iterable[_Union[WebhookDelivery, _Mapping]]] = ...) -> None: ...
+
+class Webhook(_message.Message):
+    __slots__ = ("url", "secret", "send_progress", "progress_interval_seconds")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    SEND_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    secret: str
+    send_progress: bool
+    progress_interval_seconds: int
+    def __init__(self, url: _Optional[str] = ..., secret: _Optional[str] = ..., send_progress: _Optional[bool] = ..., progress_interval_seconds: _Optional[int] = ...) -> None: ...
+
+class WebhookDelivery(_message.Message):
+    __slots__ = ("delivery_id", "event_type", "sequence", "attempts", "state", "last_http_status", "last_error", "last_attempt_time", "next_attempt_time")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    event_type: str
+    sequence: int
+    attempts: int
+    state: WebhookDeliveryState
+    last_http_status: int
+    last_error: str
+    last_attempt_time: _timestamp_pb2.Timestamp
+    next_attempt_time: _timestamp_pb2.Timestamp
+    def __init__(self, delivery_id: _Optional[str] = ..., event_type: _Optional[str] = ..., sequence: _Optional[int] = ..., attempts: _Optional[int] = ..., state: _Optional[_Union[WebhookDeliveryState, str]] = ..., last_http_status: _Optional[int] = ..., last_error: _Optional[str] = ..., last_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateTrainingJobRequest(_message.Message):
-    __slots__ = ("spec", "photos", "idempotency_key", "dataset_options", "priority")
+    __slots__ = ("spec", "photos", "idempotency_key", "dataset_options", "priority", "webhook")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PHOTOS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DATASET_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
     spec: TrainingJobSpec
     photos: _containers.RepeatedCompositeFieldContainer[Photo]
     idempotency_key: str
     dataset_options: DatasetOptions
     priority: int
-    def __init__(self, spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., photos: _Optional[_Iterable[_Union[Photo, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., dataset_options: _Optional[_Union[DatasetOptions, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
+    webhook: Webhook
+    def __init__(self, spec: _Optional[_Union[TrainingJobSpec, _Mapping]] = ..., photos: _Optional[_Iterable[_Union[Photo, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., dataset_options: _Optional[_Union[DatasetOptions, _Mapping]] = ..., priority: _Optional[int] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ...) -> None: ...
 
 class CreateTrainingJobResponse(_message.Message):
     __slots__ = ("job", "existing")

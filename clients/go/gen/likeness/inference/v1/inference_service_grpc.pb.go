@@ -32,6 +32,9 @@ type InferenceServiceClient interface {
 	// every replica's cached copy (this one at once, the others within their subject sweep interval). A request
 	// generating with it finishes first. Deleting it again answers NOT_FOUND.
 	DeleteSubjectModel(ctx context.Context, in *DeleteSubjectModelRequest, opts ...grpc.CallOption) (*DeleteSubjectModelResponse, error)
+	// Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
+	// other tools: for each file a header, then its bytes in chunks.
+	DownloadSubjectModel(ctx context.Context, in *DownloadSubjectModelRequest, opts ...grpc.CallOption) (InferenceService_DownloadSubjectModelClient, error)
 	// Reports loaded models, memory and queue.
 	GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*GetServerStatusResponse, error)
 }
@@ -121,6 +124,38 @@ func (c *inferenceServiceClient) DeleteSubjectModel(ctx context.Context, in *Del
 	return out, nil
 }
 
+func (c *inferenceServiceClient) DownloadSubjectModel(ctx context.Context, in *DownloadSubjectModelRequest, opts ...grpc.CallOption) (InferenceService_DownloadSubjectModelClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_InferenceService_serviceDesc.Streams[1], "/likeness.inference.v1.InferenceService/DownloadSubjectModel", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &inferenceServiceDownloadSubjectModelClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type InferenceService_DownloadSubjectModelClient interface {
+	Recv() (*DownloadSubjectModelResponse, error)
+	grpc.ClientStream
+}
+
+type inferenceServiceDownloadSubjectModelClient struct {
+	grpc.ClientStream
+}
+
+func (x *inferenceServiceDownloadSubjectModelClient) Recv() (*DownloadSubjectModelResponse, error) {
+	m := new(DownloadSubjectModelResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *inferenceServiceClient) GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*GetServerStatusResponse, error) {
 	out := new(GetServerStatusResponse)
 	err := c.cc.Invoke(ctx, "/likeness.inference.v1.InferenceService/GetServerStatus", in, out, opts...)
@@ -149,6 +184,9 @@ type InferenceServiceServer interface {
 	// every replica's cached copy (this one at once, the others within their subject sweep interval). A request
 	// generating with it finishes first. Deleting it again answers NOT_FOUND.
 	DeleteSubjectModel(context.Context, *DeleteSubjectModelRequest) (*DeleteSubjectModelResponse, error)
+	// Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
+	// other tools: for each file a header, then its bytes in chunks.
+	DownloadSubjectModel(*DownloadSubjectModelRequest, InferenceService_DownloadSubjectModelServer) error
 	// Reports loaded models, memory and queue.
 	GetServerStatus(context.Context, *GetServerStatusRequest) (*GetServerStatusResponse, error)
 	mustEmbedUnimplementedInferenceServiceServer()
@@ -175,6 +213,9 @@ func (UnimplementedInferenceServiceServer) UnloadSubjectModel(context.Context, *
 }
 func (UnimplementedInferenceServiceServer) DeleteSubjectModel(context.Context, *DeleteSubjectModelRequest) (*DeleteSubjectModelResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteSubjectModel not implemented")
+}
+func (UnimplementedInferenceServiceServer) DownloadSubjectModel(*DownloadSubjectModelRequest, InferenceService_DownloadSubjectModelServer) error {
+	return status.Errorf(codes.Unimplemented, "method DownloadSubjectModel not implemented")
 }
 func (UnimplementedInferenceServiceServer) GetServerStatus(context.Context, *GetServerStatusRequest) (*GetServerStatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetServerStatus not implemented")
@@ -303,6 +344,27 @@ func _InferenceService_DeleteSubjectModel_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InferenceService_DownloadSubjectModel_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DownloadSubjectModelRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(InferenceServiceServer).DownloadSubjectModel(m, &inferenceServiceDownloadSubjectModelServer{stream})
+}
+
+type InferenceService_DownloadSubjectModelServer interface {
+	Send(*DownloadSubjectModelResponse) error
+	grpc.ServerStream
+}
+
+type inferenceServiceDownloadSubjectModelServer struct {
+	grpc.ServerStream
+}
+
+func (x *inferenceServiceDownloadSubjectModelServer) Send(m *DownloadSubjectModelResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 func _InferenceService_GetServerStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetServerStatusRequest)
 	if err := dec(in); err != nil {
@@ -354,6 +416,11 @@ var _InferenceService_serviceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GenerateImages",
 			Handler:       _InferenceService_GenerateImages_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "DownloadSubjectModel",
+			Handler:       _InferenceService_DownloadSubjectModel_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -87,6 +87,63 @@ export function loadStateToJSON(object: LoadState): string {
   }
 }
 
+/** What a subject model's file is. */
+export enum ArtifactKind {
+  /** ARTIFACT_KIND_UNSPECIFIED - Not set. */
+  ARTIFACT_KIND_UNSPECIFIED = 0,
+  /** ARTIFACT_KIND_WEIGHTS - The weights in the diffusers / PEFT layout (a LoRA adapter, or a full model's components). */
+  ARTIFACT_KIND_WEIGHTS = 1,
+  /** ARTIFACT_KIND_KOHYA_LORA - The LoRA weights in the kohya / AUTOMATIC1111 key layout, when the job exported them. */
+  ARTIFACT_KIND_KOHYA_LORA = 2,
+  /** ARTIFACT_KIND_MANIFEST - The manifest: identifier, class noun, base model, training settings and metrics. */
+  ARTIFACT_KIND_MANIFEST = 3,
+  /** ARTIFACT_KIND_SAMPLE_IMAGE - A sample image generated after training. */
+  ARTIFACT_KIND_SAMPLE_IMAGE = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function artifactKindFromJSON(object: any): ArtifactKind {
+  switch (object) {
+    case 0:
+    case "ARTIFACT_KIND_UNSPECIFIED":
+      return ArtifactKind.ARTIFACT_KIND_UNSPECIFIED;
+    case 1:
+    case "ARTIFACT_KIND_WEIGHTS":
+      return ArtifactKind.ARTIFACT_KIND_WEIGHTS;
+    case 2:
+    case "ARTIFACT_KIND_KOHYA_LORA":
+      return ArtifactKind.ARTIFACT_KIND_KOHYA_LORA;
+    case 3:
+    case "ARTIFACT_KIND_MANIFEST":
+      return ArtifactKind.ARTIFACT_KIND_MANIFEST;
+    case 4:
+    case "ARTIFACT_KIND_SAMPLE_IMAGE":
+      return ArtifactKind.ARTIFACT_KIND_SAMPLE_IMAGE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ArtifactKind.UNRECOGNIZED;
+  }
+}
+
+export function artifactKindToJSON(object: ArtifactKind): string {
+  switch (object) {
+    case ArtifactKind.ARTIFACT_KIND_UNSPECIFIED:
+      return "ARTIFACT_KIND_UNSPECIFIED";
+    case ArtifactKind.ARTIFACT_KIND_WEIGHTS:
+      return "ARTIFACT_KIND_WEIGHTS";
+    case ArtifactKind.ARTIFACT_KIND_KOHYA_LORA:
+      return "ARTIFACT_KIND_KOHYA_LORA";
+    case ArtifactKind.ARTIFACT_KIND_MANIFEST:
+      return "ARTIFACT_KIND_MANIFEST";
+    case ArtifactKind.ARTIFACT_KIND_SAMPLE_IMAGE:
+      return "ARTIFACT_KIND_SAMPLE_IMAGE";
+    case ArtifactKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Asks for images. */
 export interface GenerateImagesRequest {
   /** Subject model to generate with; empty generates with the base model alone. */
@@ -328,6 +385,39 @@ export interface DeleteSubjectModelResponse {
   filesRemoved: number;
   /** Gallery entries generated with the subject model, removed with it. */
   galleryEntriesRemoved: number;
+}
+
+/** Asks for a subject model's files. */
+export interface DownloadSubjectModelRequest {
+  /** The subject model's id. */
+  modelId: string;
+  /** Only files of these kinds; empty sends every file. */
+  kinds: ArtifactKind[];
+}
+
+/** A file of a subject model, sent before its bytes. */
+export interface ArtifactFile {
+  /** Path relative to the model's folder, for example `adapter/adapter_model.safetensors`. */
+  path: string;
+  /** What the file is. */
+  kind: ArtifactKind;
+  /** Size in bytes. */
+  sizeBytes: bigint;
+  /** SHA-256 of the whole file, hex; check it after joining the chunks. */
+  sha256: string;
+}
+
+/** One message of a download: a file's header, or the next bytes of the file named by the last header. */
+export interface DownloadSubjectModelResponse {
+  /** A header, then that file's chunks, for each file in turn. */
+  payload?:
+    | //
+    /** The next file. */
+    { $case: "file"; value: ArtifactFile }
+    | //
+    /** The next bytes of the current file (at most 1 MiB). */
+    { $case: "data"; value: Buffer }
+    | undefined;
 }
 
 function createBaseGenerateImagesRequest(): GenerateImagesRequest {
@@ -2808,6 +2898,334 @@ export const DeleteSubjectModelResponse: MessageFns<DeleteSubjectModelResponse> 
   },
 };
 
+function createBaseDownloadSubjectModelRequest(): DownloadSubjectModelRequest {
+  return { modelId: "", kinds: [] };
+}
+
+export const DownloadSubjectModelRequest: MessageFns<DownloadSubjectModelRequest> = {
+  encode(message: DownloadSubjectModelRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.modelId !== "") {
+      writer.uint32(10).string(message.modelId);
+    }
+    if (message.kinds.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.kinds) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DownloadSubjectModelRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDownloadSubjectModelRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.kinds.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.kinds.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DownloadSubjectModelRequest {
+    return {
+      modelId: isSet(object.modelId)
+        ? globalThis.String(object.modelId)
+        : isSet(object.model_id)
+        ? globalThis.String(object.model_id)
+        : "",
+      kinds: globalThis.Array.isArray(object?.kinds) ? object.kinds.map((e: any) => artifactKindFromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: DownloadSubjectModelRequest): unknown {
+    const obj: any = {};
+    if (message.modelId !== "") {
+      obj.modelId = message.modelId;
+    }
+    if (message.kinds?.length) {
+      obj.kinds = message.kinds.map((e) => artifactKindToJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DownloadSubjectModelRequest>, I>>(base?: I): DownloadSubjectModelRequest {
+    return DownloadSubjectModelRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DownloadSubjectModelRequest>, I>>(object: I): DownloadSubjectModelRequest {
+    const message = createBaseDownloadSubjectModelRequest();
+    message.modelId = object.modelId ?? "";
+    message.kinds = object.kinds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseArtifactFile(): ArtifactFile {
+  return { path: "", kind: 0, sizeBytes: 0n, sha256: "" };
+}
+
+export const ArtifactFile: MessageFns<ArtifactFile> = {
+  encode(message: ArtifactFile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asIntN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type int64 too large");
+      }
+      writer.uint32(24).int64(message.sizeBytes);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(34).string(message.sha256);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ArtifactFile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseArtifactFile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeBytes = reader.int64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ArtifactFile {
+    return {
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      kind: isSet(object.kind) ? artifactKindFromJSON(object.kind) : 0,
+      sizeBytes: isSet(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? BigInt(object.size_bytes)
+        : 0n,
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+    };
+  },
+
+  toJSON(message: ArtifactFile): unknown {
+    const obj: any = {};
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.kind !== 0) {
+      obj.kind = artifactKindToJSON(message.kind);
+    }
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ArtifactFile>, I>>(base?: I): ArtifactFile {
+    return ArtifactFile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ArtifactFile>, I>>(object: I): ArtifactFile {
+    const message = createBaseArtifactFile();
+    message.path = object.path ?? "";
+    message.kind = object.kind ?? 0;
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
+    message.sha256 = object.sha256 ?? "";
+    return message;
+  },
+};
+
+function createBaseDownloadSubjectModelResponse(): DownloadSubjectModelResponse {
+  return { payload: undefined };
+}
+
+export const DownloadSubjectModelResponse: MessageFns<DownloadSubjectModelResponse> = {
+  encode(message: DownloadSubjectModelResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.payload?.$case) {
+      case "file":
+        ArtifactFile.encode(message.payload.value, writer.uint32(10).fork()).join();
+        break;
+      case "data":
+        writer.uint32(18).bytes(message.payload.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DownloadSubjectModelResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDownloadSubjectModelResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.payload = { $case: "file", value: ArtifactFile.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.payload = { $case: "data", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DownloadSubjectModelResponse {
+    return {
+      payload: isSet(object.file)
+        ? { $case: "file", value: ArtifactFile.fromJSON(object.file) }
+        : isSet(object.data)
+        ? { $case: "data", value: Buffer.from(bytesFromBase64(object.data)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: DownloadSubjectModelResponse): unknown {
+    const obj: any = {};
+    if (message.payload?.$case === "file") {
+      obj.file = ArtifactFile.toJSON(message.payload.value);
+    } else if (message.payload?.$case === "data") {
+      obj.data = base64FromBytes(message.payload.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DownloadSubjectModelResponse>, I>>(base?: I): DownloadSubjectModelResponse {
+    return DownloadSubjectModelResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DownloadSubjectModelResponse>, I>>(object: I): DownloadSubjectModelResponse {
+    const message = createBaseDownloadSubjectModelResponse();
+    switch (object.payload?.$case) {
+      case "file": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "file", value: ArtifactFile.fromPartial(object.payload.value) };
+        }
+        break;
+      }
+      case "data": {
+        if (object.payload?.value !== undefined && object.payload?.value !== null) {
+          message.payload = { $case: "data", value: object.payload.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 /**
  * InferenceService generates images of trained subjects. Base models stay loaded; subject models are hot-loaded
  * from shared storage on first use and kept in a memory-bounded LRU cache.
@@ -2893,6 +3311,21 @@ export const InferenceServiceService = {
       Buffer.from(DeleteSubjectModelResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteSubjectModelResponse => DeleteSubjectModelResponse.decode(value),
   },
+  /**
+   * Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
+   * other tools: for each file a header, then its bytes in chunks.
+   */
+  downloadSubjectModel: {
+    path: "/likeness.inference.v1.InferenceService/DownloadSubjectModel" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: DownloadSubjectModelRequest): Buffer =>
+      Buffer.from(DownloadSubjectModelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DownloadSubjectModelRequest => DownloadSubjectModelRequest.decode(value),
+    responseSerialize: (value: DownloadSubjectModelResponse): Buffer =>
+      Buffer.from(DownloadSubjectModelResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DownloadSubjectModelResponse => DownloadSubjectModelResponse.decode(value),
+  },
   /** Reports loaded models, memory and queue. */
   getServerStatus: {
     path: "/likeness.inference.v1.InferenceService/GetServerStatus" as const,
@@ -2927,6 +3360,11 @@ export interface InferenceServiceServer extends UntypedServiceImplementation {
    * generating with it finishes first. Deleting it again answers NOT_FOUND.
    */
   deleteSubjectModel: handleUnaryCall<DeleteSubjectModelRequest, DeleteSubjectModelResponse>;
+  /**
+   * Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
+   * other tools: for each file a header, then its bytes in chunks.
+   */
+  downloadSubjectModel: handleServerStreamingCall<DownloadSubjectModelRequest, DownloadSubjectModelResponse>;
   /** Reports loaded models, memory and queue. */
   getServerStatus: handleUnaryCall<GetServerStatusRequest, GetServerStatusResponse>;
 }
@@ -3029,6 +3467,19 @@ export interface InferenceServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteSubjectModelResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
+   * other tools: for each file a header, then its bytes in chunks.
+   */
+  downloadSubjectModel(
+    request: DownloadSubjectModelRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DownloadSubjectModelResponse>;
+  downloadSubjectModel(
+    request: DownloadSubjectModelRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DownloadSubjectModelResponse>;
   /** Reports loaded models, memory and queue. */
   getServerStatus(
     request: GetServerStatusRequest,

@@ -33,6 +33,63 @@ export const protobufPackage = "likeness.trainer.v1";
 
 export const protobufFileName = "likeness/trainer/v1/trainer_service.proto";
 
+/** Where a webhook delivery stands. */
+export enum WebhookDeliveryState {
+  /** WEBHOOK_DELIVERY_STATE_UNSPECIFIED - Not set. */
+  WEBHOOK_DELIVERY_STATE_UNSPECIFIED = 0,
+  /** WEBHOOK_DELIVERY_STATE_PENDING - Queued; not attempted yet. */
+  WEBHOOK_DELIVERY_STATE_PENDING = 1,
+  /** WEBHOOK_DELIVERY_STATE_DELIVERED - The receiver answered 2xx. */
+  WEBHOOK_DELIVERY_STATE_DELIVERED = 2,
+  /** WEBHOOK_DELIVERY_STATE_RETRYING - The last attempt failed; another follows at next_attempt_time. */
+  WEBHOOK_DELIVERY_STATE_RETRYING = 3,
+  /** WEBHOOK_DELIVERY_STATE_FAILED - Every attempt failed, or the URL was refused; no more attempts. */
+  WEBHOOK_DELIVERY_STATE_FAILED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function webhookDeliveryStateFromJSON(object: any): WebhookDeliveryState {
+  switch (object) {
+    case 0:
+    case "WEBHOOK_DELIVERY_STATE_UNSPECIFIED":
+      return WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_UNSPECIFIED;
+    case 1:
+    case "WEBHOOK_DELIVERY_STATE_PENDING":
+      return WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_PENDING;
+    case 2:
+    case "WEBHOOK_DELIVERY_STATE_DELIVERED":
+      return WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_DELIVERED;
+    case 3:
+    case "WEBHOOK_DELIVERY_STATE_RETRYING":
+      return WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_RETRYING;
+    case 4:
+    case "WEBHOOK_DELIVERY_STATE_FAILED":
+      return WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_FAILED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return WebhookDeliveryState.UNRECOGNIZED;
+  }
+}
+
+export function webhookDeliveryStateToJSON(object: WebhookDeliveryState): string {
+  switch (object) {
+    case WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_UNSPECIFIED:
+      return "WEBHOOK_DELIVERY_STATE_UNSPECIFIED";
+    case WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_PENDING:
+      return "WEBHOOK_DELIVERY_STATE_PENDING";
+    case WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_DELIVERED:
+      return "WEBHOOK_DELIVERY_STATE_DELIVERED";
+    case WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_RETRYING:
+      return "WEBHOOK_DELIVERY_STATE_RETRYING";
+    case WebhookDeliveryState.WEBHOOK_DELIVERY_STATE_FAILED:
+      return "WEBHOOK_DELIVERY_STATE_FAILED";
+    case WebhookDeliveryState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Lifecycle state of a training job. */
 export enum JobState {
   /** JOB_STATE_UNSPECIFIED - Not set. */
@@ -212,7 +269,12 @@ export interface DatasetOptions {
     | undefined;
   /** Base model the dataset is meant for; decides the default resolution. */
   baseModel: string;
-  /** Photos to read from shared storage instead of uploading them (storage keys or URLs). */
+  /**
+   * Photos to fetch instead of uploading them: storage keys under the caller's folder, `s3://bucket/key` objects
+   * of the deployment's own bucket, or `https://` URLs. URLs are fetched with the operator's size and time limits
+   * (`--fetch-max-mb`, `--fetch-timeout-seconds`) and never from loopback, link-local or private addresses unless
+   * the operator allows them.
+   */
   photoUris: string[];
   /** Perceptual-hash distance at or below which a photo counts as a near-duplicate; unset uses 6 of 64 bits. */
   dedupeThreshold?:
@@ -542,6 +604,55 @@ export interface TrainingJob {
   resumeCount: number;
   /** Scheduling priority, -100 to 100: workers take higher priorities first, oldest first within a priority. */
   priority: number;
+  /** The job's webhook, without its secret; unset when it has none. */
+  webhook?:
+    | Webhook
+    | undefined;
+  /** The latest webhook deliveries, newest first (at most 20). */
+  webhookDeliveries: WebhookDelivery[];
+}
+
+/**
+ * Where to POST a job's events: each state change, and optionally its progress.
+ * Every POST carries the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
+ * `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with the secret>`.
+ */
+export interface Webhook {
+  /**
+   * An `https://` (or `http://`) URL; addresses inside the cluster, loopback and link-local ranges are refused
+   * unless the operator allows them (`--webhook-allow-cidrs`).
+   */
+  url: string;
+  /** Signing secret, at least 16 characters. Write-only: never returned. */
+  secret: string;
+  /** Also POST progress events, at most one per progress_interval_seconds. */
+  sendProgress: boolean;
+  /** Least seconds between two progress POSTs; 0 uses 30. */
+  progressIntervalSeconds: number;
+}
+
+/** One event's delivery to a job's webhook. */
+export interface WebhookDelivery {
+  /** Unique id, also sent as the `webhook-id` header; the receiver can drop repeats by it. */
+  deliveryId: string;
+  /** Event type: `training_job.state_changed` or `training_job.progress`. */
+  eventType: string;
+  /** Sequence number of the job event it carries. */
+  sequence: bigint;
+  /** Attempts made so far. */
+  attempts: number;
+  /** Where the delivery stands. */
+  state: WebhookDeliveryState;
+  /** HTTP status of the last attempt; 0 when no answer came. */
+  lastHttpStatus: number;
+  /** Why the last attempt failed. */
+  lastError: string;
+  /** When the last attempt was made. */
+  lastAttemptTime?:
+    | Date
+    | undefined;
+  /** When the next attempt is due, while retrying. */
+  nextAttemptTime?: Date | undefined;
 }
 
 /** Queues a training job. */
@@ -560,6 +671,8 @@ export interface CreateTrainingJobRequest {
     | undefined;
   /** Scheduling priority, -100 to 100 (default 0): workers take higher priorities first, oldest first within one. */
   priority: number;
+  /** Where to POST the job's events; unset sends none. */
+  webhook?: Webhook | undefined;
 }
 
 /** The queued job. */
@@ -3612,6 +3725,8 @@ function createBaseTrainingJob(): TrainingJob {
     lastCheckpointStep: 0,
     resumeCount: 0,
     priority: 0,
+    webhook: undefined,
+    webhookDeliveries: [],
   };
 }
 
@@ -3664,6 +3779,12 @@ export const TrainingJob: MessageFns<TrainingJob> = {
     }
     if (message.priority !== 0) {
       writer.uint32(120).int32(message.priority);
+    }
+    if (message.webhook !== undefined) {
+      Webhook.encode(message.webhook, writer.uint32(130).fork()).join();
+    }
+    for (const v of message.webhookDeliveries) {
+      WebhookDelivery.encode(v!, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -3801,6 +3922,22 @@ export const TrainingJob: MessageFns<TrainingJob> = {
             message.priority = reader.int32();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.webhook = Webhook.decode(reader, reader.uint32());
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.webhookDeliveries.push(WebhookDelivery.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3870,6 +4007,12 @@ export const TrainingJob: MessageFns<TrainingJob> = {
         ? globalThis.Number(object.resume_count)
         : 0,
       priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
+      webhook: isSet(object.webhook) ? Webhook.fromJSON(object.webhook) : undefined,
+      webhookDeliveries: globalThis.Array.isArray(object?.webhookDeliveries)
+        ? object.webhookDeliveries.map((e: any) => WebhookDelivery.fromJSON(e))
+        : globalThis.Array.isArray(object?.webhook_deliveries)
+        ? object.webhook_deliveries.map((e: any) => WebhookDelivery.fromJSON(e))
+        : [],
     };
   },
 
@@ -3920,6 +4063,12 @@ export const TrainingJob: MessageFns<TrainingJob> = {
     if (message.priority !== 0) {
       obj.priority = Math.round(message.priority);
     }
+    if (message.webhook !== undefined) {
+      obj.webhook = Webhook.toJSON(message.webhook);
+    }
+    if (message.webhookDeliveries?.length) {
+      obj.webhookDeliveries = message.webhookDeliveries.map((e) => WebhookDelivery.toJSON(e));
+    }
     return obj;
   },
 
@@ -3949,12 +4098,382 @@ export const TrainingJob: MessageFns<TrainingJob> = {
     message.lastCheckpointStep = object.lastCheckpointStep ?? 0;
     message.resumeCount = object.resumeCount ?? 0;
     message.priority = object.priority ?? 0;
+    message.webhook = (object.webhook !== undefined && object.webhook !== null)
+      ? Webhook.fromPartial(object.webhook)
+      : undefined;
+    message.webhookDeliveries = object.webhookDeliveries?.map((e) => WebhookDelivery.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseWebhook(): Webhook {
+  return { url: "", secret: "", sendProgress: false, progressIntervalSeconds: 0 };
+}
+
+export const Webhook: MessageFns<Webhook> = {
+  encode(message: Webhook, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.secret !== "") {
+      writer.uint32(18).string(message.secret);
+    }
+    if (message.sendProgress !== false) {
+      writer.uint32(24).bool(message.sendProgress);
+    }
+    if (message.progressIntervalSeconds !== 0) {
+      writer.uint32(32).int32(message.progressIntervalSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Webhook {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWebhook();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sendProgress = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.progressIntervalSeconds = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Webhook {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
+      sendProgress: isSet(object.sendProgress)
+        ? globalThis.Boolean(object.sendProgress)
+        : isSet(object.send_progress)
+        ? globalThis.Boolean(object.send_progress)
+        : false,
+      progressIntervalSeconds: isSet(object.progressIntervalSeconds)
+        ? globalThis.Number(object.progressIntervalSeconds)
+        : isSet(object.progress_interval_seconds)
+        ? globalThis.Number(object.progress_interval_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: Webhook): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
+    if (message.sendProgress !== false) {
+      obj.sendProgress = message.sendProgress;
+    }
+    if (message.progressIntervalSeconds !== 0) {
+      obj.progressIntervalSeconds = Math.round(message.progressIntervalSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Webhook>, I>>(base?: I): Webhook {
+    return Webhook.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Webhook>, I>>(object: I): Webhook {
+    const message = createBaseWebhook();
+    message.url = object.url ?? "";
+    message.secret = object.secret ?? "";
+    message.sendProgress = object.sendProgress ?? false;
+    message.progressIntervalSeconds = object.progressIntervalSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseWebhookDelivery(): WebhookDelivery {
+  return {
+    deliveryId: "",
+    eventType: "",
+    sequence: 0n,
+    attempts: 0,
+    state: 0,
+    lastHttpStatus: 0,
+    lastError: "",
+    lastAttemptTime: undefined,
+    nextAttemptTime: undefined,
+  };
+}
+
+export const WebhookDelivery: MessageFns<WebhookDelivery> = {
+  encode(message: WebhookDelivery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deliveryId !== "") {
+      writer.uint32(10).string(message.deliveryId);
+    }
+    if (message.eventType !== "") {
+      writer.uint32(18).string(message.eventType);
+    }
+    if (message.sequence !== 0n) {
+      if (BigInt.asIntN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type int64 too large");
+      }
+      writer.uint32(24).int64(message.sequence);
+    }
+    if (message.attempts !== 0) {
+      writer.uint32(32).int32(message.attempts);
+    }
+    if (message.state !== 0) {
+      writer.uint32(40).int32(message.state);
+    }
+    if (message.lastHttpStatus !== 0) {
+      writer.uint32(48).int32(message.lastHttpStatus);
+    }
+    if (message.lastError !== "") {
+      writer.uint32(58).string(message.lastError);
+    }
+    if (message.lastAttemptTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastAttemptTime), writer.uint32(66).fork()).join();
+    }
+    if (message.nextAttemptTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.nextAttemptTime), writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WebhookDelivery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWebhookDelivery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deliveryId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.eventType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sequence = reader.int64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.attempts = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.lastHttpStatus = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.lastError = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.lastAttemptTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.nextAttemptTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WebhookDelivery {
+    return {
+      deliveryId: isSet(object.deliveryId)
+        ? globalThis.String(object.deliveryId)
+        : isSet(object.delivery_id)
+        ? globalThis.String(object.delivery_id)
+        : "",
+      eventType: isSet(object.eventType)
+        ? globalThis.String(object.eventType)
+        : isSet(object.event_type)
+        ? globalThis.String(object.event_type)
+        : "",
+      sequence: isSet(object.sequence) ? BigInt(object.sequence) : 0n,
+      attempts: isSet(object.attempts) ? globalThis.Number(object.attempts) : 0,
+      state: isSet(object.state) ? webhookDeliveryStateFromJSON(object.state) : 0,
+      lastHttpStatus: isSet(object.lastHttpStatus)
+        ? globalThis.Number(object.lastHttpStatus)
+        : isSet(object.last_http_status)
+        ? globalThis.Number(object.last_http_status)
+        : 0,
+      lastError: isSet(object.lastError)
+        ? globalThis.String(object.lastError)
+        : isSet(object.last_error)
+        ? globalThis.String(object.last_error)
+        : "",
+      lastAttemptTime: isSet(object.lastAttemptTime)
+        ? fromJsonTimestamp(object.lastAttemptTime)
+        : isSet(object.last_attempt_time)
+        ? fromJsonTimestamp(object.last_attempt_time)
+        : undefined,
+      nextAttemptTime: isSet(object.nextAttemptTime)
+        ? fromJsonTimestamp(object.nextAttemptTime)
+        : isSet(object.next_attempt_time)
+        ? fromJsonTimestamp(object.next_attempt_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: WebhookDelivery): unknown {
+    const obj: any = {};
+    if (message.deliveryId !== "") {
+      obj.deliveryId = message.deliveryId;
+    }
+    if (message.eventType !== "") {
+      obj.eventType = message.eventType;
+    }
+    if (message.sequence !== 0n) {
+      obj.sequence = message.sequence.toString();
+    }
+    if (message.attempts !== 0) {
+      obj.attempts = Math.round(message.attempts);
+    }
+    if (message.state !== 0) {
+      obj.state = webhookDeliveryStateToJSON(message.state);
+    }
+    if (message.lastHttpStatus !== 0) {
+      obj.lastHttpStatus = Math.round(message.lastHttpStatus);
+    }
+    if (message.lastError !== "") {
+      obj.lastError = message.lastError;
+    }
+    if (message.lastAttemptTime !== undefined) {
+      obj.lastAttemptTime = message.lastAttemptTime.toISOString();
+    }
+    if (message.nextAttemptTime !== undefined) {
+      obj.nextAttemptTime = message.nextAttemptTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WebhookDelivery>, I>>(base?: I): WebhookDelivery {
+    return WebhookDelivery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WebhookDelivery>, I>>(object: I): WebhookDelivery {
+    const message = createBaseWebhookDelivery();
+    message.deliveryId = object.deliveryId ?? "";
+    message.eventType = object.eventType ?? "";
+    message.sequence = (object.sequence !== undefined && object.sequence !== null) ? BigInt(object.sequence) : 0n;
+    message.attempts = object.attempts ?? 0;
+    message.state = object.state ?? 0;
+    message.lastHttpStatus = object.lastHttpStatus ?? 0;
+    message.lastError = object.lastError ?? "";
+    message.lastAttemptTime = object.lastAttemptTime ?? undefined;
+    message.nextAttemptTime = object.nextAttemptTime ?? undefined;
     return message;
   },
 };
 
 function createBaseCreateTrainingJobRequest(): CreateTrainingJobRequest {
-  return { spec: undefined, photos: [], idempotencyKey: "", datasetOptions: undefined, priority: 0 };
+  return {
+    spec: undefined,
+    photos: [],
+    idempotencyKey: "",
+    datasetOptions: undefined,
+    priority: 0,
+    webhook: undefined,
+  };
 }
 
 export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
@@ -3973,6 +4492,9 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
     }
     if (message.priority !== 0) {
       writer.uint32(40).int32(message.priority);
+    }
+    if (message.webhook !== undefined) {
+      Webhook.encode(message.webhook, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -4030,6 +4552,14 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
             message.priority = reader.int32();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.webhook = Webhook.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4057,6 +4587,7 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
         ? DatasetOptions.fromJSON(object.dataset_options)
         : undefined,
       priority: isSet(object.priority) ? globalThis.Number(object.priority) : 0,
+      webhook: isSet(object.webhook) ? Webhook.fromJSON(object.webhook) : undefined,
     };
   },
 
@@ -4077,6 +4608,9 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
     if (message.priority !== 0) {
       obj.priority = Math.round(message.priority);
     }
+    if (message.webhook !== undefined) {
+      obj.webhook = Webhook.toJSON(message.webhook);
+    }
     return obj;
   },
 
@@ -4094,6 +4628,9 @@ export const CreateTrainingJobRequest: MessageFns<CreateTrainingJobRequest> = {
       ? DatasetOptions.fromPartial(object.datasetOptions)
       : undefined;
     message.priority = object.priority ?? 0;
+    message.webhook = (object.webhook !== undefined && object.webhook !== null)
+      ? Webhook.fromPartial(object.webhook)
+      : undefined;
     return message;
   },
 };
