@@ -58,9 +58,12 @@ RUN pip install "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY services ./services
+COPY clients/python ./clients/python
+# The client package first: it owns the API's generated modules and error classes, and is not on an index.
 # s3: object storage; gallery: semantic prompt search. open-clip-torch ships CLIP's BPE vocabulary used by the
 # tokenizer; --no-deps because its dependencies would pull torchvision, which Likeness does not use.
-RUN pip install -c constraints.txt ".[s3,gallery,studio]" \
+RUN pip install -c constraints.txt ./clients/python \
+    && pip install -c constraints.txt ".[s3,gallery,studio]" \
     && pip install --no-deps "open-clip-torch>=2.24,<4" \
     && python -m compileall -q /opt/venv/lib
 

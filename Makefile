@@ -14,12 +14,13 @@ setup: $(STAMP)
 
 # On machines without an NVIDIA GPU the CPU build of torch goes in first and is pinned by constraints.txt, so no
 # dependency can pull a multi-GB CUDA build. With a GPU, pip picks the CUDA build the range allows.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(PIP) install -q -e '.[dev]'; \
+	  $(PIP) install -q -e clients/python && $(PIP) install -q -e '.[dev]'; \
 	else \
-	  $(PIP) install -q torch==2.13.0 && $(PIP) install -q -e '.[dev]' -c constraints.txt; \
+	  $(PIP) install -q torch==2.13.0 && $(PIP) install -q -e clients/python -c constraints.txt && \
+	  $(PIP) install -q -e '.[dev]' -c constraints.txt; \
 	fi
 	# Ships OpenAI CLIP's BPE vocabulary, used by the tiny models. --no-deps: its dependencies pull torchvision.
 	$(PIP) install -q --no-deps 'open-clip-torch>=2.24,<4'

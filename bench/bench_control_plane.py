@@ -54,8 +54,8 @@ import sqlalchemy as sa
 from pg_server import PostgresServer
 from trainer_helpers import job_spec, photos
 
-from likeness.client import LikenessClient
-from likeness.trainer.v1 import trainer_service_pb2 as pb
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as pb
 
 BASE_MODEL = "toy-sd15"
 #: The throughput jobs train the 64 px tiny SD 1.x: at the toy model's 32 px two concurrent runs slow each other's

@@ -33,11 +33,11 @@ from likeness.gallery import corpus  # noqa: E402
 from likeness.gallery.importer import import_file  # noqa: E402
 from likeness.gallery.service import GalleryComponent  # noqa: E402
 from likeness.gallery.store import PromptStore  # noqa: E402
-from likeness.gallery.v1 import gallery_service_pb2 as pb  # noqa: E402
-from likeness.gallery.v1 import gallery_service_pb2_grpc as pb_grpc  # noqa: E402
 from likeness.server.settings import Settings  # noqa: E402
 from likeness.server.testing import serve_components  # noqa: E402
 from likeness.storage.local import LocalStorage  # noqa: E402
+from likeness_client.v1 import gallery_service_pb2 as pb  # noqa: E402
+from likeness_client.v1 import gallery_service_pb2_grpc as pb_grpc  # noqa: E402
 
 QUERIES = [
     "portrait",

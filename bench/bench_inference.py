@@ -41,12 +41,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from likeness.inference.pipeline_runner import scheduler_for
 from likeness.inference.repository import ModelRepository
 from likeness.inference.testing import publish_lora_subject
-from likeness.inference.v1 import inference_service_pb2 as pb
-from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.models.catalog import BaseModelCatalog
 from likeness.storage.layout import DEFAULT_TENANT
 from likeness.storage.local import LocalStorage
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import inference_service_pb2 as pb
+from likeness_client.v1 import inference_service_pb2_grpc as pb_grpc
+from likeness_client.v1 import types_pb2
 
 BASE = "tiny-sd15"
 SIZE = 64

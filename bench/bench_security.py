@@ -37,12 +37,12 @@ from erasure_scenario import SWEEP_SECONDS, TENANT, erasure_cluster, generate, l
 from tls_certs import make_certificates  # noqa: E402
 from trainer_helpers import wait_for  # noqa: E402
 
-from likeness.client import LikenessClient  # noqa: E402
 from likeness.controlplane.database import Database  # noqa: E402
 from likeness.controlplane.migrate import migrate  # noqa: E402
 from likeness.identity.keys import ApiKeys  # noqa: E402
 from likeness.server.embedded import EmbeddedServer  # noqa: E402
 from likeness.server.settings import Settings  # noqa: E402
+from likeness_client import LikenessClient  # noqa: E402
 
 PAIRS = 41
 

@@ -1,8 +1,13 @@
 """Regenerates all code from protos/ with one `buf generate` (buf.gen.yaml; run by `make proto`):
 
-  Python (grpcio-tools: _pb2.py, _pb2.pyi, _pb2_grpc.py)  -> services/likeness/
+  Python (grpcio-tools: _pb2.py, _pb2.pyi, _pb2_grpc.py)  -> clients/python/likeness_client/v1/
   TypeScript (ts-proto, grpc-js services)                  -> clients/typescript/src/gen/
   Go (protoc-gen-go + protoc-gen-go-grpc)                  -> clients/go/gen/
+
+The Python modules are generated as likeness/<service>/v1/*_pb2*.py and moved into the client package's one
+`likeness_client.v1` package (the four protos' file names are unique), with their `from likeness.<service>.v1 import`
+lines rewritten, so the thin client distribution owns the only copy and the services import it from there.
+The SDKs' copies of clients/service_config.json (retry policy and deadlines) are written and checked the same way.
 
 With `--check`, generates into a temporary folder and exits 1, listing the files, when the committed code differs
 (missing, stale or orphaned), so CI catches protos changed without regenerating. Go's version annotation lines
@@ -30,6 +35,15 @@ PROTOS = ROOT / "protos"
 TEMPLATE = ROOT / "buf.gen.yaml"
 BUF = ROOT / "tools" / "node_modules" / ".bin" / "buf"
 TS_PLUGIN = ROOT / "tools" / "node_modules" / ".bin" / "protoc-gen-ts_proto"
+PYTHON_RAW = "python-raw"
+PYTHON_PACKAGE = "likeness_client.v1"
+PYTHON_IMPORT = re.compile(rb"^from likeness\.(?:trainer|inference|gallery|type)\.v1 import ", re.MULTILINE)
+SERVICE_CONFIG = "clients/service_config.json"
+SERVICE_CONFIG_COPIES = (
+    "clients/python/likeness_client/service_config.json",
+    "clients/typescript/src/service_config.json",
+    "clients/go/likeness/service_config.json",
+)
 VERSION_LINE = re.compile(rb"^//[ \t]+(protoc|protoc-gen-go|protoc-gen-go-grpc)[ \t]+(v[0-9]|\(unknown\)).*$")
 
 
@@ -42,7 +56,8 @@ class Tree:
 
 
 TREES = (
-    Tree("Python", "services", ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")),
+    Tree("Python", "clients/python/likeness_client/v1", ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")),
+    Tree("service config", "clients", ("service_config.json",)),
     Tree("TypeScript", "clients/typescript/src/gen", (".ts",)),
     Tree("Go", "clients/go/gen", (".go",), ignore_versions=True),
 )
@@ -94,6 +109,23 @@ def generate(out: Path) -> None:
         result = subprocess.run([*cmd, "-o", str(out)], cwd=ROOT, check=False)
         if result.returncode != 0:
             raise SystemExit("gen_protos: buf generate failed")
+    relocate_python(out)
+    for copy in SERVICE_CONFIG_COPIES:
+        (out / copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / SERVICE_CONFIG, out / copy)
+    shutil.copyfile(ROOT / SERVICE_CONFIG, out / SERVICE_CONFIG)
+
+
+def relocate_python(out: Path) -> None:
+    """Moves python-raw/likeness/*/v1/* into the client package's v1 folder and points their imports there."""
+    target = out / TREES[0].path
+    target.mkdir(parents=True, exist_ok=True)
+    for module in sorted((out / PYTHON_RAW).rglob("*_pb2*")):
+        if (target / module.name).exists():
+            raise SystemExit(f"gen_protos: two protos generate {module.name}; file names must be unique")
+        source = module.read_bytes()
+        (target / module.name).write_bytes(PYTHON_IMPORT.sub(b"from " + PYTHON_PACKAGE.encode() + b" import ", source))
+    shutil.rmtree(out / PYTHON_RAW)
 
 
 def files(root: Path, tree: Tree) -> set[str]:

@@ -9,14 +9,14 @@ from pathlib import Path
 import grpc
 from google.protobuf.message import Message
 
-from likeness.client import LikenessClient
-from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
-from likeness.gallery.v1 import gallery_service_pb2_grpc as gallery_grpc
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
-from likeness.inference.v1 import inference_service_pb2_grpc as inference_grpc
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
-from likeness.type.v1 import types_pb2
+from likeness_client import LikenessClient
+from likeness_client.v1 import gallery_service_pb2 as gallery_pb
+from likeness_client.v1 import gallery_service_pb2_grpc as gallery_grpc
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import inference_service_pb2_grpc as inference_grpc
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import trainer_service_pb2_grpc as trainer_grpc
+from likeness_client.v1 import types_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "trainer"))
 from trainer_helpers import photos, wait_for

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from s3_server import BUCKET, moto_s3
 
-from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.identity.keys import ApiKeys, Role
@@ -23,8 +22,9 @@ from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
 from likeness.storage.base import Storage
 from likeness.storage.factory import open_storage
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "trainer"))
 from trainer_helpers import photo_bytes, wait_for

@@ -12,8 +12,8 @@ from PIL import Image
 from likeness.api import convert, generation
 from likeness.dataset.contact_sheet import contact_sheet_jpeg, encoded_size
 from likeness.storage.manifest import METHODS, SubjectModelManifest
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 
 def _values(enum):
@@ -48,7 +48,7 @@ def test_training_methods_match_the_manifest() -> None:
 def test_image_format_round_trips(value) -> None:
     from likeness.cli import generate_cmd
     from likeness.inference.servicer import spec_from_request
-    from likeness.inference.v1 import inference_service_pb2 as pb
+    from likeness_client.v1 import inference_service_pb2 as pb
 
     name = generation.IMAGE_FORMAT_NAMES[value.number]
     assert generation.IMAGE_FORMAT_ENUMS[name] == value.number

@@ -13,7 +13,7 @@ from likeness.gallery import records
 from likeness.inference import params as inference_params
 from likeness.inference.params import GenerationSpec
 from likeness.models.arch import ARCHS, arch_info
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import types_pb2
 
 SCHEDULER_VALUES = [value for value in types_pb2.Scheduler.DESCRIPTOR.values if value.number]
 
@@ -58,7 +58,7 @@ def test_every_scheduler_enum_value_round_trips_through_the_one_map(value) -> No
     assert _inference_accepts({"scheduler": name})
     # GenerateImages reads the same name off the wire.
     from likeness.inference.servicer import spec_from_request
-    from likeness.inference.v1 import inference_service_pb2 as inference_pb
+    from likeness_client.v1 import inference_service_pb2 as inference_pb
 
     assert spec_from_request(inference_pb.GenerateImagesRequest(prompt="x", parameters=message)).scheduler == name
     # The diffusers scheduler class behind the name (the one mapping a new enum value still needs by hand).

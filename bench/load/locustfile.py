@@ -30,11 +30,11 @@ from collections.abc import Callable  # noqa: E402
 import grpc  # noqa: E402
 from locust import User, between, events, task  # noqa: E402
 
-from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb  # noqa: E402
-from likeness.gallery.v1 import gallery_service_pb2_grpc as gallery_rpc  # noqa: E402
-from likeness.inference.v1 import inference_service_pb2 as inference_pb  # noqa: E402
-from likeness.inference.v1 import inference_service_pb2_grpc as inference_rpc  # noqa: E402
-from likeness.type.v1 import types_pb2  # noqa: E402
+from likeness_client.v1 import gallery_service_pb2 as gallery_pb  # noqa: E402
+from likeness_client.v1 import gallery_service_pb2_grpc as gallery_rpc  # noqa: E402
+from likeness_client.v1 import inference_service_pb2 as inference_pb  # noqa: E402
+from likeness_client.v1 import inference_service_pb2_grpc as inference_rpc  # noqa: E402
+from likeness_client.v1 import types_pb2  # noqa: E402
 
 PROMPTS = (
     "a photo of {subject} on the beach",

@@ -1,68 +1,33 @@
-"""Domain errors shared by every service core.
+"""The API's error vocabulary, raised by the service cores and mapped to status codes by the server's interceptor.
 
-Cores raise these; they never import gRPC. The server bootstrap's interceptor maps each class to
-one gRPC status code, so a servicer never has to translate errors itself.
+The classes are the thin client package's (`likeness_client.errors`, which imports nothing), so a service raises
+and a client catches the very same classes; this module only gives the cores their usual import path.
 """
 
-from __future__ import annotations
+from likeness_client.errors import (
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    LikenessError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 
-
-class LikenessError(Exception):
-    """Base class of every error a caller can act on. The message is shown to clients."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        self.field = field
-        self.reason = message  # without the field name
-        text = f"{field}: {message}" if field else message
-        super().__init__(text)
-        self.message = text
-
-
-class InvalidArgument(LikenessError):
-    """The request is malformed; `field` names the part to fix (maps to INVALID_ARGUMENT)."""
-
-
-class Unauthenticated(LikenessError):
-    """No valid credentials: a missing, malformed, unknown, revoked or expired API key (maps to UNAUTHENTICATED)."""
-
-
-class PermissionDenied(LikenessError):
-    """The caller is known but its role may not do this (maps to PERMISSION_DENIED)."""
-
-
-class NotFound(LikenessError):
-    """A referenced dataset, job, model or prompt does not exist (maps to NOT_FOUND)."""
-
-
-class AlreadyExists(LikenessError):
-    """The resource exists and the request would overwrite it (maps to ALREADY_EXISTS)."""
-
-
-class FailedPrecondition(LikenessError):
-    """The request is valid but the system is not in a state to serve it (maps to FAILED_PRECONDITION)."""
-
-
-class ResourceExhausted(LikenessError):
-    """A queue, cache or quota is full; retry later (maps to RESOURCE_EXHAUSTED).
-
-    `retry_after` (seconds) is sent as a google.rpc.RetryInfo status detail; `quota` names the exceeded quota,
-    sent as a google.rpc.QuotaFailure violation."""
-
-    def __init__(
-        self, message: str, *, field: str | None = None, retry_after: float | None = None, quota: str = ""
-    ) -> None:
-        super().__init__(message, field=field)
-        self.retry_after = retry_after
-        self.quota = quota
-
-
-class Unavailable(LikenessError):
-    """The service is starting, draining or a dependency is down; retry (maps to UNAVAILABLE)."""
-
-
-class Cancelled(LikenessError):
-    """The work was cancelled by the caller (maps to CANCELLED)."""
-
-
-class DeadlineExceeded(LikenessError):
-    """The caller's deadline passed before the work finished (maps to DEADLINE_EXCEEDED)."""
+__all__ = [
+    "AlreadyExists",
+    "Cancelled",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "LikenessError",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+]

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from likeness import errors
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
-from likeness.inference.v1 import inference_service_pb2_grpc as inference_grpc
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import inference_service_pb2_grpc as inference_grpc
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import trainer_service_pb2_grpc as trainer_grpc
+from likeness_client.v1 import types_pb2
 
 IMAGE_CHUNK_BYTES = 1000
 #: Above 2**53, so a client that squeezes int64 seeds into doubles gets them wrong.

@@ -3,6 +3,7 @@ protos, and --check catches drift."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -12,10 +13,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PY_GEN = Path("services/likeness")
+PY_GEN = Path("clients/python/likeness_client/v1")
 TS_GEN = Path("clients/typescript/src/gen")
 GO_GEN = Path("clients/go/gen")
 PY_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+SERVICE_CONFIGS = [path.relative_to(ROOT) for path in (ROOT / "clients").rglob("service_config.json")]
+
+
+def _copy_service_configs(root: Path) -> None:
+    """The canonical clients/service_config.json and the SDKs' copies of it, which the check also compares."""
+    for relative in SERVICE_CONFIGS:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / relative, root / relative)
 
 
 def _require_generators() -> None:
@@ -71,13 +80,16 @@ def test_check_lists_stale_missing_and_orphaned_files(tmp_path: Path):
     stale.write_text(stale.read_text().replace("searchPrompts", "searchPromptz"))
     (tmp_path / GO_GEN / "likeness/type/v1/types.pb.go").unlink()
     (tmp_path / GO_GEN / "likeness/type/v1/removed.pb.go").write_text("package typev1\n")
-    stale_py = tmp_path / PY_GEN / "trainer/v1/trainer_service_pb2_grpc.py"
+    stale_py = tmp_path / PY_GEN / "trainer_service_pb2_grpc.py"
     stale_py.write_text(stale_py.read_text() + "\n")
+    _copy_service_configs(tmp_path)
+    (tmp_path / "clients/go/likeness/service_config.json").write_text("{}\n")
     # A different protoc patch release only changes the version annotation; that must not count as drift.
     annotated = tmp_path / GO_GEN / "likeness/trainer/v1/trainer_service.pb.go"
     text = annotated.read_text()
-    assert "// \tprotoc        v" in text
-    annotated.write_text(text.replace("// \tprotoc        v", "// \tprotoc        v9", 1))
+    protoc_line = re.search(r"^// \tprotoc +\S.*$", text, re.MULTILINE)
+    assert protoc_line is not None
+    annotated.write_text(text.replace(protoc_line.group(0), "// \tprotoc        v9.99.1", 1))
 
     result = _check(tmp_path)
 
@@ -85,7 +97,8 @@ def test_check_lists_stale_missing_and_orphaned_files(tmp_path: Path):
     assert f"{TS_GEN}/likeness/gallery/v1/gallery_service.ts (out of date)" in result.stderr
     assert f"{GO_GEN}/likeness/type/v1/types.pb.go (missing)" in result.stderr
     assert f"{GO_GEN}/likeness/type/v1/removed.pb.go (no longer generated)" in result.stderr
-    assert "services/likeness/trainer/v1/trainer_service_pb2_grpc.py (out of date)" in result.stderr
+    assert f"{PY_GEN}/trainer_service_pb2_grpc.py (out of date)" in result.stderr
+    assert "clients/go/likeness/service_config.json (out of date)" in result.stderr
     assert "trainer_service.pb.go" not in result.stderr
     assert "make proto" in result.stderr
 
@@ -99,6 +112,7 @@ def test_check_fails_when_a_proto_changes(tmp_path: Path):
     for tree in (TS_GEN, GO_GEN):
         shutil.copytree(ROOT / tree, tmp_path / tree)
     shutil.copytree(ROOT / PY_GEN, tmp_path / PY_GEN, ignore=shutil.ignore_patterns("__pycache__"))
+    _copy_service_configs(tmp_path)
     (tmp_path / "tools").symlink_to(ROOT / "tools", target_is_directory=True)
     proto = tmp_path / "protos/likeness/type/v1/types.proto"
     text = proto.read_text()

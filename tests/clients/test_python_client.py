@@ -1,4 +1,4 @@
-"""`likeness.client.LikenessClient` against a real server: the gallery service, and scripted trainer and inference
+"""`likeness_client.LikenessClient` against a real server: the gallery service, and scripted trainer and inference
 streams for chunked uploads, image reassembly, watch resumption and retries."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 from scripted_services import DEFAULT_SEED, DROP_AFTER_SEQUENCE, WATCH_EVENTS, image_sha256
 
 from likeness import errors
-from likeness.client import GeneratedImage, ImageAssembler, LikenessClient
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client import GeneratedImage, ImageAssembler, LikenessClient
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.identity.keys import ApiKeys
 from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
+from likeness_client import LikenessClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cross_tenant import probe_every_rpc, tenant_with_everything

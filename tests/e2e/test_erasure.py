@@ -16,10 +16,10 @@ import pytest
 
 from likeness import errors
 from likeness.cli.main import main
-from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.identity.keys import ApiKeys
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
@@ -119,7 +119,7 @@ def _generate_outcome(client: LikenessClient, model_id: str) -> str:
 
 def test_erase_subject_needs_one_id(cluster) -> None:
     with grpc.insecure_channel(cluster.a.address) as channel:
-        from likeness.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
+        from likeness_client.v1 import trainer_service_pb2_grpc as trainer_grpc
 
         stub = trainer_grpc.TrainerServiceStub(channel)
         metadata = (("authorization", f"Bearer {cluster.user_key}"),)

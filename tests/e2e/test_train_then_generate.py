@@ -6,17 +6,22 @@ SDXL base models, for a LoRA and a full fine-tune.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from safetensors import safe_open
 
-from likeness.client import GeneratedImage, LikenessClient
+from likeness import errors
 from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client import GeneratedImage, LikenessClient
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 METHODS = {"lora": types_pb2.TRAINING_METHOD_LORA, "full": types_pb2.TRAINING_METHOD_FULL}
 
@@ -57,7 +62,7 @@ def services(tmp_path_factory):
         yield client
 
 
-def train(client: LikenessClient, base_model: str, method: str) -> trainer_pb.TrainingJob:
+def train(client: LikenessClient, base_model: str, method: str, **spec_fields) -> trainer_pb.TrainingJob:
     spec = trainer_pb.TrainingJobSpec(
         base_model=base_model,
         class_noun="box",
@@ -67,6 +72,7 @@ def train(client: LikenessClient, base_model: str, method: str) -> trainer_pb.Tr
         hyperparameters=trainer_pb.Hyperparameters(max_train_steps=3, seed=3, resolution=64, learning_rate=0.02),
         lora=trainer_pb.LoraConfig(rank=4),
         checkpointing=trainer_pb.CheckpointConfig(every_n_steps=0),
+        **spec_fields,
     )
     job = client.create_training_job(spec, photos=subject_photos()).job
     events = list(client.watch_training_job(job.job_id))
@@ -118,3 +124,30 @@ def test_subject_of_another_base_model_is_refused(services):
 
     with pytest.raises(FailedPrecondition):
         generate(services, subject_model_id=sd15_models[0].model.model_id, base_model="tiny-sdxl", prompt="{subject}")
+
+
+def test_a_trained_subject_downloads_for_other_tools(services, tmp_path):
+    job = train(services, "tiny-sd15", "lora", export_kohya=True)
+    files = services.download_subject_model(job.subject_model_id, tmp_path / "all")
+    by_name = {file.path.relative_to(tmp_path / "all").as_posix(): file for file in files}
+    assert set(by_name) >= {"manifest.json", "pytorch_lora_weights.safetensors", "lora_kohya.safetensors"}
+    assert files[0].kind == inference_pb.ARTIFACT_KIND_MANIFEST
+    assert by_name["lora_kohya.safetensors"].kind == inference_pb.ARTIFACT_KIND_KOHYA_LORA
+    for file in files:  # what arrived is what the server announced
+        data = file.path.read_bytes()
+        assert len(data) == file.size_bytes and hashlib.sha256(data).hexdigest() == file.sha256
+    manifest = json.loads(by_name["manifest.json"].path.read_text())
+    assert manifest["identifier"] == job.spec.identifier
+    # Another tool's loader reads the kohya file: its keys are in the kohya layout.
+    with safe_open(str(by_name["lora_kohya.safetensors"].path), "pt") as kohya:
+        assert all(key.startswith(("lora_unet_", "lora_te")) for key in kohya.keys())  # noqa: SIM118 - safe_open has no __iter__
+
+    only_kohya = services.download_subject_model(
+        job.subject_model_id, tmp_path / "kohya", kinds=[inference_pb.ARTIFACT_KIND_KOHYA_LORA]
+    )
+    assert [file.path.name for file in only_kohya] == ["lora_kohya.safetensors"]
+    with pytest.raises(errors.NotFound):
+        services.download_subject_model("sm-doesnotexist", tmp_path / "none")
+    with pytest.raises(errors.InvalidArgument) as raised:
+        services.download_subject_model(job.subject_model_id, tmp_path / "bad", kinds=[99])
+    assert raised.value.field == "kinds"

@@ -8,11 +8,11 @@ import grpc
 import pytest
 
 from likeness.gallery.service import GalleryComponent
-from likeness.gallery.v1 import gallery_service_pb2 as pb
-from likeness.gallery.v1 import gallery_service_pb2_grpc as pb_grpc
 from likeness.server.settings import Settings
 from likeness.server.testing import serve_components
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import gallery_service_pb2 as pb
+from likeness_client.v1 import gallery_service_pb2_grpc as pb_grpc
+from likeness_client.v1 import types_pb2
 
 
 def run_with_stub(tmp_path, scenario):

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from likeness.client import ImageAssembler
-from likeness.inference.v1 import inference_service_pb2 as pb
-from likeness.type.v1 import types_pb2
+from likeness_client import ImageAssembler
+from likeness_client.v1 import inference_service_pb2 as pb
+from likeness_client.v1 import types_pb2
 
 TINY_CATALOG = "tiny-sd15=builtin:sd15,tiny-sdxl=builtin:sdxl"
 

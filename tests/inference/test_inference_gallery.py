@@ -14,8 +14,8 @@ from PIL import Image
 from likeness.controlplane.database import Database
 from likeness.gallery.store import PromptStore, Scope, SearchFilters
 from likeness.inference.testing import BackgroundInferenceServer, publish_lora_subject
-from likeness.inference.v1 import inference_service_pb2 as pb
 from likeness.storage.local import LocalStorage
+from likeness_client.v1 import inference_service_pb2 as pb
 
 
 @pytest.fixture(scope="module")

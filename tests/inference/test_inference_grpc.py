@@ -17,8 +17,8 @@ from prometheus_client import REGISTRY
 
 from likeness.inference.encoding import read_parameters
 from likeness.inference.testing import publish_corrupt_lora_subject, publish_full_subject, publish_lora_subject
-from likeness.inference.v1 import inference_service_pb2 as pb
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import inference_service_pb2 as pb
+from likeness_client.v1 import types_pb2
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_cancelling_stops_denoising_within_one_step_and_frees_the_slot(server, s
 
 _DISCONNECTING_CLIENT = """
 import sys, grpc
-from likeness.inference.v1 import inference_service_pb2 as pb, inference_service_pb2_grpc as rpc
+from likeness_client.v1 import inference_service_pb2 as pb, inference_service_pb2_grpc as rpc
 request = pb.GenerateImagesRequest.FromString(bytes.fromhex(sys.argv[2]))
 stub = rpc.InferenceServiceStub(grpc.insecure_channel(sys.argv[1]))
 for response in stub.GenerateImages(request):

@@ -117,8 +117,8 @@ def test_every_template_is_accepted_unchanged_by_every_builtin_base_model(likene
     from likeness.gallery import templates
     from likeness.gallery.servicer import template_to_proto
     from likeness.inference.servicer import spec_from_request
-    from likeness.inference.v1 import inference_service_pb2 as inference_pb
     from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
+    from likeness_client.v1 import inference_service_pb2 as inference_pb
 
     catalog = BaseModelCatalog(DEFAULT_CATALOG_SPEC, cache_dir=likeness_cache / "base-models")
     bases = [catalog.resolve(model_id) for model_id in catalog.ids()]

@@ -15,16 +15,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from likeness.cli.main import main
-from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.errors import InvalidArgument, NotFound, Unauthenticated
 from likeness.gallery.service import GalleryComponent
-from likeness.gallery.v1 import gallery_service_pb2 as pb
-from likeness.gallery.v1 import gallery_service_pb2_grpc as pb_grpc
 from likeness.identity.keys import ApiKeys, Role
 from likeness.server.settings import Settings
 from likeness.server.testing import serve_components
+from likeness_client import LikenessClient
+from likeness_client.v1 import gallery_service_pb2 as pb
+from likeness_client.v1 import gallery_service_pb2_grpc as pb_grpc
 
 
 class Clock:

@@ -10,11 +10,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from likeness import errors
-from likeness.gallery.v1 import gallery_service_pb2 as pb
-from likeness.gallery.v1 import gallery_service_pb2_grpc as pb_grpc
 from likeness.server import metrics
 from likeness.server.context import current_request_id
 from likeness.server.testing import serve_components
+from likeness_client.v1 import gallery_service_pb2 as pb
+from likeness_client.v1 import gallery_service_pb2_grpc as pb_grpc
 
 GALLERY = "likeness.gallery.v1.GalleryService"
 

@@ -18,10 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
-from likeness.gallery.v1 import gallery_service_pb2_grpc
 from likeness.server import metrics
 from likeness.server.testing import serve_components
-from likeness.trainer.v1 import trainer_service_pb2_grpc
+from likeness_client.v1 import gallery_service_pb2_grpc, trainer_service_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -326,7 +325,7 @@ class _InferenceComponent:
 
     def register(self, server):
         from likeness.inference.servicer import InferenceServicer
-        from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
+        from likeness_client.v1 import inference_service_pb2_grpc as pb_grpc
 
         pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(lambda: self.engine, 4096), server)
 
@@ -346,8 +345,8 @@ class _InferenceComponent:
     ],
 )
 def test_every_rejected_generation_is_counted_once(changes, code):
-    from likeness.inference.v1 import inference_service_pb2 as pb
-    from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
+    from likeness_client.v1 import inference_service_pb2 as pb
+    from likeness_client.v1 import inference_service_pb2_grpc as pb_grpc
 
     request = pb.GenerateImagesRequest(prompt="a dog", num_images=1)
     if "scheduler" in changes:

@@ -14,7 +14,6 @@ from google.rpc import error_details_pb2, status_pb2
 from likeness import errors
 from likeness.api.status import STATUS_DETAILS_KEY
 from likeness.cli.main import main
-from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.identity.keys import ApiKeys
@@ -23,8 +22,9 @@ from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.store import JobStore
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_helpers import photos

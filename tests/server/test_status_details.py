@@ -11,13 +11,13 @@ from google.rpc import error_details_pb2, status_pb2
 
 from likeness import errors
 from likeness.api.status import STATUS_DETAILS_KEY
-from likeness.client import LikenessClient
 from likeness.gallery.service import GalleryComponent
-from likeness.gallery.v1 import gallery_service_pb2 as pb
-from likeness.gallery.v1 import gallery_service_pb2_grpc as pb_grpc
 from likeness.server.settings import Settings
 from likeness.server.testing import serve_components
-from likeness.type.v1 import types_pb2
+from likeness_client import LikenessClient
+from likeness_client.v1 import gallery_service_pb2 as pb
+from likeness_client.v1 import gallery_service_pb2_grpc as pb_grpc
+from likeness_client.v1 import types_pb2
 
 
 def test_invalid_argument_names_the_field_as_bad_request(tmp_path) -> None:

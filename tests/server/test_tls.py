@@ -16,7 +16,6 @@ import grpc
 import pytest
 from tls_certs import make_certificates, make_client_certificate
 
-from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
@@ -26,6 +25,7 @@ from likeness.server import metrics
 from likeness.server.settings import Settings, validate
 from likeness.server.testing import serve_components
 from likeness.server.tls import TlsFiles
+from likeness_client import LikenessClient
 
 
 def grpcurl() -> str | None:

@@ -15,13 +15,13 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from likeness.client import LikenessClient
 from likeness.controlplane.database import Database
 from likeness.controlplane.migrate import migrate
 from likeness.identity.keys import ApiKeys
 from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
 from likeness.studio.server import StudioServer
+from likeness_client import LikenessClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from trainer_helpers import photo_bytes
@@ -204,8 +204,8 @@ def test_new_subject_train_watch_and_generate(browser, stack, shot, tmp_path) ->
 
 def test_cancel_a_running_job(browser, stack) -> None:
     with stack.client() as client:
-        from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-        from likeness.type.v1 import types_pb2
+        from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+        from likeness_client.v1 import types_pb2
 
         spec = trainer_pb.TrainingJobSpec(
             base_model="toy-sd15",

@@ -54,7 +54,7 @@ def trainer(tmp_path_factory: pytest.TempPathFactory, trainer_cache: Path):
 
 @pytest.fixture
 def client(trainer):
-    from likeness.client import LikenessClient
+    from likeness_client import LikenessClient
 
     with LikenessClient(trainer[0].address, timeout=120) as connection:
         yield connection

@@ -21,8 +21,8 @@ from likeness.models.catalog import BaseModelCatalog
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.servicer import TrainerServicer, spec_from_config, spec_to_dict
 from likeness.trainer.spec import SpecValidator
-from likeness.trainer.v1 import trainer_service_pb2 as pb
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import trainer_service_pb2 as pb
+from likeness_client.v1 import types_pb2
 
 #: A valid value, different from the resolved default, for every leaf field of TrainingJobSpec (by path).
 SAMPLES: dict[str, Any] = {

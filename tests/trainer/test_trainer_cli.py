@@ -9,8 +9,8 @@ from trainer_helpers import photos
 
 from likeness.cli.main import main
 from likeness.cli.train_cmd import format_duration, progress_line
-from likeness.client import LikenessClient
-from likeness.trainer.v1 import trainer_service_pb2 as pb
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as pb
 
 
 def test_progress_line_shows_steps_loss_and_eta():

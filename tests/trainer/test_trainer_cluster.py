@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from safetensors.torch import load_file
 from trainer_helpers import job_spec, photos, wait_for
 
-from likeness.client import LikenessClient
-from likeness.trainer.v1 import trainer_service_pb2 as pb
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as pb
 
 LEASE_SECONDS = 5
 TRAINER = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name

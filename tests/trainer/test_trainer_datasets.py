@@ -10,7 +10,7 @@ from likeness import errors
 from likeness.errors import InvalidArgument, ResourceExhausted
 from likeness.storage.local import LocalStorage
 from likeness.trainer.datasets import UploadCollector, photos_from_storage
-from likeness.trainer.v1 import trainer_service_pb2 as pb
+from likeness_client.v1 import trainer_service_pb2 as pb
 
 
 def test_chunks_are_joined_per_file_name_with_the_first_caption():

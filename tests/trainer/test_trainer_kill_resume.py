@@ -13,8 +13,8 @@ import psutil
 import pytest
 from trainer_helpers import job_spec, photos, wait_for
 
-from likeness.client import LikenessClient
-from likeness.trainer.v1 import trainer_service_pb2 as pb
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as pb
 
 CHECKPOINT_EVERY = 3
 

@@ -14,11 +14,11 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2D
 from trainer_helpers import job_spec, photo_bytes, photos, wait_for
 
 from likeness import errors
-from likeness.client import LikenessClient
 from likeness.storage.factory import open_storage
 from likeness.storage.manifest import SubjectModelManifest
-from likeness.trainer.v1 import trainer_service_pb2 as pb
-from likeness.type.v1 import types_pb2
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as pb
+from likeness_client.v1 import types_pb2
 
 PIPELINES = {"tiny-sd15": StableDiffusionPipeline, "tiny-sdxl": StableDiffusionXLPipeline}
 

@@ -16,11 +16,12 @@ from safetensors import safe_open
 from trainer_helpers import subject_image
 
 from likeness.models.tiny import create_tiny_pipeline
+from likeness.storage.layout import KOHYA_WEIGHTS_NAME
 from likeness.storage.local import LocalStorage
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.training.checkpoints import CheckpointStore
 from likeness.trainer.training.data import TrainingData
-from likeness.trainer.training.export import KOHYA_WEIGHTS_NAME, save_subject_weights
+from likeness.trainer.training.export import save_subject_weights
 from likeness.trainer.training.loop import TrainingCallbacks, run_training
 from likeness.trainer.training.lora import LORA_WEIGHTS_NAME
 from likeness.trainer.training.prior import class_images_for_run

@@ -9,9 +9,9 @@ import signal
 import pytest
 from trainer_helpers import BackgroundTrainer, job_spec, photos, wait_for
 
-from likeness.client import LikenessClient
 from likeness.server.settings import Settings
-from likeness.trainer.v1 import trainer_service_pb2 as pb
+from likeness_client import LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as pb
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from likeness.trainer.v1 import trainer_service_pb2 as pb
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import trainer_service_pb2 as pb
+from likeness_client.v1 import types_pb2
 
 
 def subject_image(index: int, size: int = 64) -> Image.Image:

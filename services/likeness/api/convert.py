@@ -23,7 +23,7 @@ from likeness.api.generation import (
     scheduler_name,
 )
 from likeness.errors import InvalidArgument
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import types_pb2
 
 # Re-exported: the one scheduler and image format maps, derived from the proto's enums (likeness.api.generation).
 __all__ = [

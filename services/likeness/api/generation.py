@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf.descriptor import EnumDescriptor
 
 from likeness.errors import InvalidArgument
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import types_pb2
 
 #: The message field of a request holding its GenerationParameters (GenerateImagesRequest, RecordPromptRequest).
 PARAMETERS_FIELD = "parameters"

@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from likeness.client import DEFAULT_ADDRESS, LikenessClient
 from likeness.errors import InvalidArgument, NotFound
+from likeness_client import DEFAULT_ADDRESS, LikenessClient
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".gif"}
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from PIL import Image
 
 from likeness.cli.train_cmd import follow
-from likeness.client import GeneratedImage, LikenessClient
 from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client import GeneratedImage, LikenessClient
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 DEMO_PROMPTS = (
     "a photo of {subject}",

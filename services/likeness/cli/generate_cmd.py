@@ -9,9 +9,9 @@ from typing import cast
 
 from likeness.api.generation import DEFAULT_SCHEDULER, IMAGE_FORMAT_ENUMS, SCHEDULER_ENUMS
 from likeness.cli.common import add_address_argument, connect
-from likeness.client import GeneratedImage
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
-from likeness.type.v1 import types_pb2
+from likeness_client import GeneratedImage
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import types_pb2
 
 # --scheduler takes the wire names (likeness.api.generation: derived from the Scheduler enum).
 SCHEDULERS = {DEFAULT_SCHEDULER: types_pb2.SCHEDULER_UNSPECIFIED, **SCHEDULER_ENUMS}

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from likeness.cli.common import add_address_argument, connect, photo_files, print_table
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
 
 SUBJECT_TYPES = {
     "auto": trainer_pb.SUBJECT_TYPE_UNSPECIFIED,

@@ -12,7 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from likeness.cli.common import add_address_argument, connect, print_table
 from likeness.gallery.importer import ImportFormat
 from likeness.server.settings import add_arguments, load_settings
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import types_pb2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

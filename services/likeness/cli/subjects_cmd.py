@@ -8,8 +8,8 @@ import json
 from google.protobuf.json_format import MessageToDict
 
 from likeness.cli.common import add_address_argument, connect, print_table
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import types_pb2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,8 +14,8 @@ from typing import TextIO
 
 from likeness.cli.common import add_address_argument, connect, photo_files
 from likeness.errors import InvalidArgument
-from likeness.trainer.v1 import trainer_service_pb2 as pb
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import trainer_service_pb2 as pb
+from likeness_client.v1 import types_pb2
 
 METHODS = {"lora": types_pb2.TRAINING_METHOD_LORA, "full": types_pb2.TRAINING_METHOD_FULL}
 PRECISIONS = {

@@ -13,9 +13,9 @@ from likeness.errors import Unavailable
 from likeness.gallery.semantic import SemanticSearch
 from likeness.gallery.servicer import GalleryServicer
 from likeness.gallery.store import PromptStore
-from likeness.gallery.v1 import gallery_service_pb2, gallery_service_pb2_grpc
 from likeness.server.settings import Settings
 from likeness.storage.factory import open_storage
+from likeness_client.v1 import gallery_service_pb2, gallery_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from likeness.errors import InvalidArgument
 from likeness.gallery import templates
 from likeness.gallery.records import PromptRecord
 from likeness.gallery.store import PromptStore, Scope, SearchFilters, SearchHit
-from likeness.gallery.v1 import gallery_service_pb2 as pb
-from likeness.gallery.v1 import gallery_service_pb2_grpc as pb_grpc
 from likeness.server.context import current_tenant
+from likeness_client.v1 import gallery_service_pb2 as pb
+from likeness_client.v1 import gallery_service_pb2_grpc as pb_grpc
 
 SCOPES = {
     pb.SEARCH_SCOPE_UNSPECIFIED: Scope.ALL,

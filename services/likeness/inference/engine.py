@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from likeness.errors import DeadlineExceeded, FailedPrecondition, LikenessError, Unavailable
 from likeness.inference import metrics
+from likeness.inference.artifacts import Artifact, list_artifacts
 from likeness.inference.batching import RequestQueue
 from likeness.inference.deletion import SubjectDeletion, delete_subject_model
 from likeness.inference.gallery_link import GalleryLink
@@ -257,6 +258,11 @@ class InferenceEngine:
     def delete_subject(self, gallery: GalleryLink, tenant: str, model_id: str) -> SubjectDeletion:
         """Delete a published subject model everywhere (see `deletion.delete_subject_model`)."""
         return delete_subject_model(self.repository, self.repository.storage, gallery, tenant, model_id)
+
+    def subject_artifacts(self, tenant: str, model_id: str, kinds: frozenset[str] = frozenset()) -> list[Artifact]:
+        """The files of one of `tenant`'s subject models, for download; NotFound if it is not published."""
+        self.repository.subject_status(tenant, model_id)
+        return list_artifacts(self.repository.storage, tenant, model_id, kinds)
 
     @property
     def storage(self) -> Storage:

@@ -15,12 +15,12 @@ from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.repository import ModelRepository
 from likeness.inference.servicer import InferenceServicer
-from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.models.catalog import BaseModelCatalog
 from likeness.runtime import inference_dtype, resolve_device
 from likeness.server.settings import Settings
 from likeness.storage.base import Storage
 from likeness.storage.factory import open_storage
+from likeness_client.v1 import inference_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

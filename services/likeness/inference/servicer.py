@@ -17,7 +17,7 @@ from likeness.api.chunks import iter_chunk_fields
 from likeness.api.convert import subject_model_to_pb
 from likeness.api.generation import IMAGE_FORMAT_ENUMS, image_format_name, scheduler_name
 from likeness.errors import FailedPrecondition, InvalidArgument, LikenessError, Unavailable
-from likeness.inference import metrics
+from likeness.inference import artifacts, metrics
 from likeness.inference.base_pool import BaseStatus
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
@@ -34,10 +34,10 @@ from likeness.inference.loading import FAILED, LOADED, LOADING, NOT_LOADED
 from likeness.inference.params import GenerationSpec
 from likeness.inference.subject_files import stored_size
 from likeness.inference.subject_index import SubjectStatus
-from likeness.inference.v1 import inference_service_pb2 as pb
-from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.server.context import current_request_id, current_tenant
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import inference_service_pb2 as pb
+from likeness_client.v1 import inference_service_pb2_grpc as pb_grpc
+from likeness_client.v1 import types_pb2
 
 LOAD_STATES = {
     NOT_LOADED: pb.LOAD_STATE_NOT_LOADED,
@@ -257,6 +257,26 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             gallery_entries_removed=deleted.gallery_entries_removed,
         )
 
+    async def DownloadSubjectModel(
+        self, request: pb.DownloadSubjectModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DownloadSubjectModelResponse]:
+        tenant = current_tenant()
+        model_id = _required_id(request.model_id)
+        kinds = frozenset(_artifact_kind(kind) for kind in request.kinds)
+        files = await asyncio.to_thread(self._engine().subject_artifacts, tenant, model_id, kinds)
+        for artifact in files:
+            yield pb.DownloadSubjectModelResponse(
+                file=pb.ArtifactFile(
+                    path=artifact.path,
+                    kind=ARTIFACT_KINDS[artifact.kind],
+                    size_bytes=artifact.size_bytes,
+                    sha256=artifact.sha256,
+                )
+            )
+            chunks = artifacts.read_chunks(artifact)
+            while (block := await asyncio.to_thread(next, chunks, None)) is not None:
+                yield pb.DownloadSubjectModelResponse(data=block)
+
     async def GetServerStatus(
         self, request: pb.GetServerStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServerStatusResponse:
@@ -276,6 +296,23 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
 def _cancel_admitted(engine: InferenceEngine, admission: asyncio.Future) -> None:
     if not admission.cancelled() and admission.exception() is None:
         engine.cancel(admission.result())
+
+
+#: The wire name of each kind of subject-model file (likeness.inference.artifacts.KINDS).
+ARTIFACT_KINDS: dict[str, pb.ArtifactKind] = {
+    artifacts.WEIGHTS: pb.ARTIFACT_KIND_WEIGHTS,
+    artifacts.KOHYA_LORA: pb.ARTIFACT_KIND_KOHYA_LORA,
+    artifacts.MANIFEST: pb.ARTIFACT_KIND_MANIFEST,
+    artifacts.SAMPLE_IMAGE: pb.ARTIFACT_KIND_SAMPLE_IMAGE,
+}
+_KIND_NAMES = {wire: name for name, wire in ARTIFACT_KINDS.items()}
+
+
+def _artifact_kind(wire: int) -> str:
+    if wire not in _KIND_NAMES:
+        names = ", ".join(pb.ArtifactKind.Name(value) for value in ARTIFACT_KINDS.values())
+        raise InvalidArgument(f"unknown artifact kind {wire}; use one of {names}", field="kinds")
+    return _KIND_NAMES[wire]
 
 
 def _required_id(model_id: str) -> str:

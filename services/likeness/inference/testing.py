@@ -22,7 +22,6 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
 from likeness.inference.engine import InferenceEngine
-from likeness.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from likeness.models.catalog import DEFAULT_CATALOG_SPEC, BaseModelCatalog
 from likeness.models.tiny import create_tiny_pipeline
 from likeness.server.embedded import EmbeddedServer
@@ -30,6 +29,7 @@ from likeness.server.settings import Settings
 from likeness.storage.base import Storage
 from likeness.storage.layout import DEFAULT_TENANT, model_prefix, new_id
 from likeness.storage.manifest import SubjectModelManifest, utc_now_rfc3339
+from likeness_client.v1 import inference_service_pb2_grpc as pb_grpc
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]

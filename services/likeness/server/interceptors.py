@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from likeness import errors
-from likeness.api.status import ERROR_CODES, STATUS_DETAILS_KEY, status_details
+from likeness.api.status import ERROR_CODES, RETRY_PUSHBACK_KEY, STATUS_DETAILS_KEY, retry_pushback, status_details
 from likeness.server import metrics
 from likeness.server.auth import Authenticator, NoAuthentication
 from likeness.server.context import DEFAULT_TENANT, principal_var, tenant_var
@@ -70,6 +70,9 @@ class _Call:
             details = status_details(exc, self.code, message)
             if details is not None:
                 trailers += ((STATUS_DETAILS_KEY, details),)
+            pushback = retry_pushback(exc)
+            if pushback is not None:
+                trailers += ((RETRY_PUSHBACK_KEY, pushback),)
         else:
             self.code = grpc.StatusCode.INTERNAL
             log.error("rpc failed", extra={"method": self.method}, exc_info=exc)

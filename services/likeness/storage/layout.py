@@ -30,6 +30,10 @@ DEFAULT_TENANT = "default"
 TENANTS_PREFIX = "tenants"
 SHARED_PREFIX = "shared"
 MANIFEST_NAME = "manifest.json"
+#: A subject model's LoRA weights in the kohya / AUTOMATIC1111 key layout, next to the diffusers weights.
+KOHYA_WEIGHTS_NAME = "lora_kohya.safetensors"
+#: The folder of a subject model's sample images.
+SAMPLES_FOLDER = "samples"
 
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _RESOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -206,7 +210,7 @@ def model_manifest_key(tenant: str, model_id: str) -> str:
 
 def model_samples_prefix(tenant: str, model_id: str) -> str:
     """`.../models/{model_id}/samples`: sample images generated after training."""
-    return f"{model_prefix(tenant, model_id)}/samples"
+    return f"{model_prefix(tenant, model_id)}/{SAMPLES_FOLDER}"
 
 
 # ---- gallery ----------------------------------------------------------------------------------------------

@@ -25,15 +25,15 @@ from PIL import Image, ImageOps
 
 from likeness import errors
 from likeness.api.generation import SCHEDULER_ENUMS, SCHEDULER_NAMES, SCHEDULERS
-from likeness.client import GeneratedImage, LikenessClient
-from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
 from likeness.studio import present
 from likeness.studio.clients import ClientPool, key_slot
 from likeness.studio.session import CSRF_FIELD, KeyVault, check_csrf, csrf_token
 from likeness.studio.thumbnails import ThumbnailCache, shrink
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client import GeneratedImage, LikenessClient
+from likeness_client.v1 import gallery_service_pb2 as gallery_pb
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 log = logging.getLogger("likeness.studio")
 

@@ -7,7 +7,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 
-from likeness.client import LikenessClient
+from likeness_client import LikenessClient
 
 #: Distinct keys whose channels stay open (a support desk with many tenants; each channel is cheap when idle).
 MAX_CLIENTS = 64

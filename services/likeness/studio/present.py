@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
-from likeness.trainer.v1 import trainer_service_pb2 as trainer_pb
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import gallery_service_pb2 as gallery_pb
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import trainer_service_pb2 as trainer_pb
+from likeness_client.v1 import types_pb2
 
 MEDIA_TYPES: dict[int, str] = {types_pb2.IMAGE_FORMAT_JPEG: "image/jpeg", types_pb2.IMAGE_FORMAT_WEBP: "image/webp"}
 

@@ -21,7 +21,7 @@ from likeness.storage.base import Storage
 from likeness.storage.layout import dataset_contact_sheet_key, dataset_prefix, tenant_prefix
 from likeness.storage.manifest import DatasetManifest, parse_rfc3339
 from likeness.trainer.store import DatasetRecord, JobStore
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import types_pb2
 
 #: EncodedImage.name of a dataset's contact sheet.
 CONTACT_SHEET_NAME = "contact_sheet"

@@ -36,8 +36,8 @@ from likeness.trainer.spec import SpecValidator
 from likeness.trainer.states import JobState
 from likeness.trainer.store import STOP_CHANNEL, WORK_CHANNEL, JobStore
 from likeness.trainer.supervisor import WorkerOptions, WorkerSupervisor
-from likeness.trainer.v1 import trainer_service_pb2 as pb
 from likeness.trainer.watch import EventFollower
+from likeness_client.v1 import trainer_service_pb2 as pb
 
 log = logging.getLogger("likeness.trainer")
 

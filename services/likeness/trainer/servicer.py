@@ -27,10 +27,10 @@ from likeness.trainer.config import TrainingConfig
 from likeness.trainer.jobs import TrainingJobs
 from likeness.trainer.states import TERMINAL_STATES, JobEventType, JobState
 from likeness.trainer.store import JobRecord, as_datetime
-from likeness.trainer.v1 import trainer_service_pb2 as pb
-from likeness.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from likeness.trainer.watch import EventFollower
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import trainer_service_pb2 as pb
+from likeness_client.v1 import trainer_service_pb2_grpc as pb_grpc
+from likeness_client.v1 import types_pb2
 
 STATE_TO_PB = {state: cast(pb.JobState, pb.JobState.Value(f"JOB_STATE_{state.value}")) for state in JobState}
 STATE_FROM_PB = {value: name for name, value in STATE_TO_PB.items()}

@@ -55,8 +55,8 @@ def run_plan(
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Evaluates `plan` through the server at `address`, or through services started here (state in `work_dir`)."""
-    from likeness.client import LikenessClient
     from likeness.world.service_backend import ServiceBackend, eval_server_settings, local_services
+    from likeness_client import LikenessClient
 
     def on_result(result: SubjectResult) -> None:
         if progress is not None:

@@ -37,8 +37,8 @@ TOY_CATALOG_SPEC = f"{TOY_MODEL_ID}=builtin:{TOY_BUILTIN_NAME}"
 
 def _spec_message(spec: dict[str, Any]):
     """The plain-dict job spec of `EvalSettings.job_spec` as a `TrainingJobSpec` message."""
-    from likeness.trainer.v1 import trainer_service_pb2 as pb
-    from likeness.type.v1 import types_pb2
+    from likeness_client.v1 import trainer_service_pb2 as pb
+    from likeness_client.v1 import types_pb2
 
     hyper = spec["hyperparameters"]
     prior = spec["prior_preservation"]
@@ -75,7 +75,7 @@ class ServiceBackend:
         self.client = client
 
     def train(self, subject: Subject, variant: Variant, settings: EvalSettings) -> str:
-        from likeness.trainer.v1 import trainer_service_pb2 as pb
+        from likeness_client.v1 import trainer_service_pb2 as pb
 
         options = pb.DatasetOptions(
             base_model=settings.base_model,
@@ -102,7 +102,7 @@ class ServiceBackend:
     def generate(
         self, model: str | None, prompt: str, seeds: Sequence[int], settings: EvalSettings
     ) -> list[Image.Image]:
-        from likeness.type.v1 import types_pb2
+        from likeness_client.v1 import types_pb2
 
         pictures: list[Image.Image] = []
         seeds = list(seeds)

@@ -18,10 +18,9 @@ from diffusers import StableDiffusionXLPipeline
 from safetensors.torch import load_file, save_file
 
 from likeness.errors import FailedPrecondition
+from likeness.storage.layout import KOHYA_WEIGHTS_NAME
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.training.lora import LORA_WEIGHTS_NAME, save_lora
-
-KOHYA_WEIGHTS_NAME = "lora_kohya.safetensors"
 
 _RESNET_TO_SGM = {
     "norm1": "in_layers.0",

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from likeness.gallery.v1 import gallery_service_pb2 as likeness_dot_gallery_dot_v1_dot_gallery__service__pb2
+from likeness_client.v1 import gallery_service_pb2 as likeness_dot_gallery_dot_v1_dot_gallery__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,1 +1,0 @@
-"""Generated protobuf and gRPC code for this API version (see protos/)."""

@@ -1,1 +1,0 @@
-"""Likeness type package."""
