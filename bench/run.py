@@ -20,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
-AREAS = ("dataset", "trainer", "inference", "personalization", "control_plane", "gallery", "security", "studio")
+AREAS = (
+    "dataset", "trainer", "inference", "personalization", "control_plane", "gallery", "security", "studio", "clients",
+)  # fmt: skip
 
 
 def _load(area: str):

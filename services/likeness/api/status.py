@@ -55,10 +55,10 @@ def status_details(exc: errors.LikenessError, code: grpc.StatusCode, message: st
 
 
 def retry_pushback(exc: errors.LikenessError) -> str | None:
-    """The retry-pushback trailer value for a ResourceExhausted: its delay in milliseconds when short enough for an
-    automatic retry, "-1" (do not retry) when longer; None for other errors, which keep the policy's backoff."""
-    if not isinstance(exc, errors.ResourceExhausted):
+    """The retry-pushback trailer value for a ResourceExhausted with a delay: the delay in milliseconds when short
+    enough for an automatic retry, "-1" (do not retry) when longer. None otherwise: the policy's own backoff."""
+    if not isinstance(exc, errors.ResourceExhausted) or exc.retry_after is None:
         return None
-    if exc.retry_after is None or exc.retry_after > MAX_AUTOMATIC_RETRY_SECONDS:
+    if exc.retry_after > MAX_AUTOMATIC_RETRY_SECONDS:
         return "-1"
     return str(max(0, int(exc.retry_after * 1000)))
