@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 
 from likeness import errors
+from likeness.cli.main import main as cli_main
 from likeness.server.embedded import EmbeddedServer
 from likeness.server.settings import Settings
 from likeness_client import GeneratedImage, LikenessClient
@@ -126,7 +127,7 @@ def test_subject_of_another_base_model_is_refused(services):
         generate(services, subject_model_id=sd15_models[0].model.model_id, base_model="tiny-sdxl", prompt="{subject}")
 
 
-def test_a_trained_subject_downloads_for_other_tools(services, tmp_path):
+def test_a_trained_subject_downloads_for_other_tools(services, tmp_path, capsys):
     job = train(services, "tiny-sd15", "lora", export_kohya=True)
     files = services.download_subject_model(job.subject_model_id, tmp_path / "all")
     by_name = {file.path.relative_to(tmp_path / "all").as_posix(): file for file in files}
@@ -146,6 +147,11 @@ def test_a_trained_subject_downloads_for_other_tools(services, tmp_path):
         job.subject_model_id, tmp_path / "kohya", kinds=[inference_pb.ARTIFACT_KIND_KOHYA_LORA]
     )
     assert [file.path.name for file in only_kohya] == ["lora_kohya.safetensors"]
+    # The command line does the same.
+    argv = ["subjects", "download", job.subject_model_id, str(tmp_path / "cli"), "--kind", "manifest"]
+    assert cli_main([*argv, "--address", services.address]) == 0
+    assert (tmp_path / "cli" / "manifest.json").read_bytes() == by_name["manifest.json"].path.read_bytes()
+    assert "manifest" in capsys.readouterr().out
     with pytest.raises(errors.NotFound):
         services.download_subject_model("sm-doesnotexist", tmp_path / "none")
     with pytest.raises(errors.InvalidArgument) as raised:

@@ -1,4 +1,4 @@
-"""`likeness subjects list|show|load|unload|status`: the inference service's subject models and memory."""
+"""`likeness subjects list|show|load|unload|download|status`: the inference service's subject models and memory."""
 
 from __future__ import annotations
 
@@ -35,10 +35,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     unload.add_argument("model_id")
     unload.set_defaults(func=run_unload)
 
+    download = commands.add_parser(
+        "download", help="download a subject model's files (weights, kohya export, manifest, samples) to a folder"
+    )
+    download.add_argument("model_id")
+    download.add_argument("folder", help="where to write the files (created if needed)")
+    download.add_argument(
+        "--kind",
+        action="append",
+        choices=sorted(DOWNLOAD_KINDS),
+        default=[],
+        help="only files of this kind (repeatable; default: every file)",
+    )
+    download.set_defaults(func=run_download)
+
     status = commands.add_parser("status", help="base models, loaded subjects, cache memory and queue")
     status.set_defaults(func=run_status)
-    for sub in (listing, show, load, unload, status):
+    for sub in (listing, show, load, unload, download, status):
         add_address_argument(sub)
+
+
+#: `--kind` names: the ArtifactKind values without their prefix.
+DOWNLOAD_KINDS = {
+    inference_pb.ArtifactKind.Name(value).removeprefix("ARTIFACT_KIND_").lower(): value
+    for value in inference_pb.ArtifactKind.values()
+    if value != inference_pb.ARTIFACT_KIND_UNSPECIFIED
+}
 
 
 def _state_name(state: int) -> str:
@@ -68,6 +90,23 @@ def run_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
         models = client.list_subject_models(base_model=args.base_model, loaded_only=args.loaded)
     print_table([_row(status) for status in models], HEADERS)
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        files = client.download_subject_model(
+            args.model_id, args.folder, kinds=[DOWNLOAD_KINDS[kind] for kind in args.kind]
+        )
+    rows = [
+        [
+            str(file.path),
+            inference_pb.ArtifactKind.Name(file.kind).removeprefix("ARTIFACT_KIND_").lower(),
+            _mib(file.size_bytes, "0"),
+        ]
+        for file in files
+    ]
+    print_table(rows, ["file", "kind", "size"])
     return 0
 
 
