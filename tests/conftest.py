@@ -15,6 +15,9 @@ _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if _TESTS_DIR not in sys.path:  # belt and braces for other import modes
     sys.path.insert(0, _TESTS_DIR)
 
+# gateway_stack: the deployment-shaped layout behind one address (three service processes and nginx,
+# tests/gateway.py), one per session for every test that asks for it.
+from gateway import gateway_stack  # noqa: E402,F401
 from pg_server import PostgresServer, PostgresUnavailable  # noqa: E402
 
 
