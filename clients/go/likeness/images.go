@@ -2,6 +2,7 @@ package likeness
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,8 @@ type Image struct {
 	Width, Height int32
 	// The encoded image (PNG, JPEG or WebP).
 	Data []byte
+	// GalleryPromptID is the gallery entry the image was recorded as, when the request recorded it.
+	GalleryPromptID string
 }
 
 // Extension is the file extension of the image's encoding, for example "png".
@@ -73,12 +76,13 @@ func (a *ImageAssembler) Add(chunk *inferencev1.ImageChunk) (*Image, error) {
 	delete(a.next, index)
 	a.completed[index] = true
 	return &Image{
-		Index:  index,
-		Seed:   chunk.GetSeed(),
-		Format: chunk.GetFormat(),
-		Width:  chunk.GetWidth(),
-		Height: chunk.GetHeight(),
-		Data:   buffer.Bytes(),
+		Index:           index,
+		Seed:            chunk.GetSeed(),
+		Format:          chunk.GetFormat(),
+		Width:           chunk.GetWidth(),
+		Height:          chunk.GetHeight(),
+		Data:            buffer.Bytes(),
+		GalleryPromptID: chunk.GetGalleryPromptId(),
 	}, nil
 }
 
@@ -106,7 +110,8 @@ type GenerateResult struct {
 
 // CollectImages reads a GenerateImages stream to its end and returns the reassembled images with the accepted,
 // warning and summary messages. onProgress, when not nil, is called with each progress message as it arrives.
-// A failed call returns the gRPC status error (inspect it with status.FromError).
+// A failed call returns an *Error (the status with its details); a broken stream (a gap in the chunks, an
+// image left incomplete) a plain error, never a truncated image.
 func CollectImages(stream inferencev1.InferenceService_GenerateImagesClient, onProgress func(*inferencev1.Progress)) (*GenerateResult, error) {
 	result := &GenerateResult{}
 	var assembler ImageAssembler
@@ -116,7 +121,7 @@ func CollectImages(stream inferencev1.InferenceService_GenerateImagesClient, onP
 			break
 		}
 		if err != nil {
-			return result, err
+			return result, wrap(err, stream.Trailer())
 		}
 		switch event := response.GetEvent().(type) {
 		case *inferencev1.GenerateImagesResponse_Accepted:
@@ -140,4 +145,19 @@ func CollectImages(stream inferencev1.InferenceService_GenerateImagesClient, onP
 		}
 	}
 	return result, assembler.Finish()
+}
+
+// Generate runs a GenerateImages call to its end and returns the whole images with the accepted, warning and
+// summary messages; onProgress, when not nil, sees each denoising step. Cancelling ctx cancels the generation
+// on the server within one step.
+func (c *Clients) Generate(
+	ctx context.Context, request *inferencev1.GenerateImagesRequest, onProgress func(*inferencev1.Progress),
+) (*GenerateResult, error) {
+	callCtx, cancel := context.WithCancel(ctx)
+	defer cancel() // a broken stream stops the generation on the server
+	stream, err := c.Inference.GenerateImages(callCtx, request)
+	if err != nil {
+		return nil, wrap(err, nil)
+	}
+	return CollectImages(stream, onProgress)
 }

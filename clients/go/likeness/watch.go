@@ -25,7 +25,9 @@ type WatchOptions struct {
 //
 // When the connection drops (Unavailable: a restarting or draining server, a broken proxy) it reconnects from
 // the last sequence it handled, so no event is lost or repeated. It gives up after MaxReconnects consecutive
-// failures; any event received resets the count.
+// failures; any event received resets the count. Other failures (NotFound, ...) return at once, as an *Error.
+// (gRPC's own retries of the service config only cover a watch that fails before its first event; resuming
+// part-way needs the last sequence, which only this helper knows.)
 func WatchTrainingJob(
 	ctx context.Context,
 	client trainerv1.TrainerServiceClient,
@@ -82,7 +84,7 @@ func watchOnce(
 	defer cancel() // stops the server-side stream when handle fails or returns early
 	stream, err := client.WatchTrainingJob(callCtx, &trainerv1.WatchTrainingJobRequest{JobId: jobID, AfterSequence: *last})
 	if err != nil {
-		return err
+		return wrap(err, nil)
 	}
 	for {
 		event, err := stream.Recv()
@@ -90,7 +92,7 @@ func watchOnce(
 			return nil
 		}
 		if err != nil {
-			return err
+			return wrap(err, stream.Trailer())
 		}
 		*failures = 0
 		if event.GetSequence() <= *last {
