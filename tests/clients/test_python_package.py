@@ -1,6 +1,7 @@
 """The thin client package as a user gets it: `pip install ./clients/python` into a fresh virtual environment pulls
 grpcio and protobuf and nothing of the services (no torch), and the README's examples run there, unchanged but for
-a 2-step training, against the real services."""
+a 2-step training, against the real services: `serve all` in one process, and the deployment's layout of three
+service processes behind the gateway's one entry (tests/gateway.py); per-service addresses reach the same."""
 
 from __future__ import annotations
 
@@ -81,7 +82,15 @@ def _readme_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (PACKAGE / "README.md").read_text(), flags=re.DOTALL)
 
 
-def test_the_readme_examples_run_in_the_fresh_venv(client_venv: Path, services: str, tmp_path: Path) -> None:
+@pytest.fixture(params=["serve-all", "gateway"])
+def entry_address(request: pytest.FixtureRequest) -> str:
+    """The one address the README example is pointed at: the embedded `serve all`, or the gateway's entry."""
+    if request.param == "gateway":
+        return str(request.getfixturevalue("gateway_stack").address)
+    return str(request.getfixturevalue("services"))
+
+
+def test_the_readme_examples_run_in_the_fresh_venv(client_venv: Path, entry_address: str, tmp_path: Path) -> None:
     train_and_generate, concurrent = _readme_blocks()[:2]
     short = train_and_generate.replace(
         'class_noun="dog", dataset_id=dataset.dataset_id)',
@@ -97,7 +106,7 @@ def test_the_readme_examples_run_in_the_fresh_venv(client_venv: Path, services: 
         photo_paths.append(name)
     env = {
         **os.environ,
-        "LIKENESS_ADDRESS": services,
+        "LIKENESS_ADDRESS": entry_address,
         "LIKENESS_BASE_MODEL": "toy-sd15",
         "PYTHONPATH": "",
     }
@@ -126,3 +135,19 @@ def test_the_readme_examples_run_in_the_fresh_venv(client_venv: Path, services: 
     )
     assert again.returncode == 0, f"asyncio README example failed:\n{again.stdout}\n{again.stderr}"
     assert again.stdout.strip() == "[1, 1]"
+
+
+def test_per_service_addresses_reach_each_process(gateway_stack) -> None:
+    from likeness_client import LikenessClient
+
+    addresses = gateway_stack.services
+    with LikenessClient(
+        "127.0.0.1:1",  # nothing listens there: every call must go to its own service's address
+        trainer_address=addresses["trainer"],
+        inference_address=addresses["inference"],
+        gallery_address=addresses["gallery"],
+    ) as client:
+        client.wait_until_serving("likeness.inference.v1.InferenceService", timeout=60)
+        client.list_training_jobs(page_size=1)
+        assert client.get_server_status().base_models
+        assert client.list_templates()
