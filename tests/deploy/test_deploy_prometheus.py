@@ -312,8 +312,8 @@ def prometheus(tmp_path, gallery_server) -> Iterator[str]:
 
 
 def test_real_prometheus_scrapes_a_real_service(gallery_server, prometheus):
-    from likeness.gallery.v1 import gallery_service_pb2 as pb
-    from likeness.gallery.v1 import gallery_service_pb2_grpc as pb_grpc
+    from likeness_client.v1 import gallery_service_pb2 as pb
+    from likeness_client.v1 import gallery_service_pb2_grpc as pb_grpc
 
     with grpc.insecure_channel(gallery_server["address"]) as channel:
         stub = pb_grpc.GalleryServiceStub(channel)

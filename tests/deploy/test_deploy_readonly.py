@@ -26,11 +26,11 @@ import pytest
 from deploy_helpers import by_kind, container_environment, free_port, kustomize, run_tool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from likeness.gallery.v1 import gallery_service_pb2 as gallery_pb
-from likeness.gallery.v1 import gallery_service_pb2_grpc as gallery_grpc
-from likeness.inference.v1 import inference_service_pb2 as inference_pb
-from likeness.inference.v1 import inference_service_pb2_grpc as inference_grpc
-from likeness.type.v1 import types_pb2
+from likeness_client.v1 import gallery_service_pb2 as gallery_pb
+from likeness_client.v1 import gallery_service_pb2_grpc as gallery_grpc
+from likeness_client.v1 import inference_service_pb2 as inference_pb
+from likeness_client.v1 import inference_service_pb2_grpc as inference_grpc
+from likeness_client.v1 import types_pb2
 
 #: Writable in the pod but provided by the host here as they are (/dev/shm is already a writable tmpfs).
 HOST_PROVIDED = {"/dev/shm"}
