@@ -26,14 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_go_client import ROOT, drive, go, make_go_workspace
 
-try:
-    from gateway import gateway_stack  # a pytest fixture, shared by the session
-except ImportError:  # the deployment-shaped layout is not in this checkout
-
-    @pytest.fixture(scope="session")
-    def gateway_stack():
-        pytest.skip("tests/gateway.py (three service processes behind one entry address) is not there")
-
+# `gateway_stack` (three service processes behind one entry address) comes from tests/conftest.py, one per session.
 
 README = ROOT / "clients" / "go" / "README.md"
 EXAMPLE_MARKER = "tests/clients/test_go_real_server.py builds this program"
