@@ -27,7 +27,8 @@ var ErrWebhookSignature = errors.New("likeness: webhook signature")
 //	webhook-timestamp: Unix seconds when it was signed
 //	webhook-signature: "v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">", space-separated when several
 //
-// keyed with the webhook's secret (its bytes as given in CreateTrainingJobRequest.Webhook.Secret). body must
+// keyed with the webhook's secret (CreateTrainingJobRequest.Webhook.Secret: a "whsec_<base64>" secret's decoded
+// bytes, as Standard Webhooks libraries use it, else its bytes as given). body must
 // be the raw request body, before any JSON decoding. It returns nil when one signature matches and the
 // timestamp is within WebhookTolerance of now.
 //
@@ -63,7 +64,13 @@ func VerifyWebhookSignatureAt(secret string, headers http.Header, body []byte, n
 			return fail("webhook-timestamp is %s away from now, over the %s tolerance", age.Round(time.Second), tolerance)
 		}
 	}
-	mac := hmac.New(sha256.New, []byte(secret))
+	key := []byte(secret)
+	if encoded := strings.TrimPrefix(secret, "whsec_"); encoded != secret {
+		if key, err = base64.StdEncoding.DecodeString(encoded); err != nil {
+			return fail("a whsec_ secret must be base64 after the prefix")
+		}
+	}
+	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte(id + "." + timestamp + "."))
 	mac.Write(body)
 	expected := mac.Sum(nil)

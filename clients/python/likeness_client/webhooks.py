@@ -1,7 +1,8 @@
 """Webhook signatures in the Standard Webhooks scheme, which the trainer uses to sign each POST and a receiver uses
 to verify it: the `webhook-signature` header is `v1,<base64 HMAC-SHA256>` of `"{webhook-id}.{webhook-timestamp}.
 {body}"` keyed with the job's webhook secret, and several space-separated signatures may be sent during a secret
-rotation.
+rotation. A `whsec_<base64>` secret is keyed with its decoded bytes, as the Standard Webhooks libraries do, so
+their verifiers accept the deliveries too; any other secret with its UTF-8 bytes.
 
     from likeness_client.webhooks import verify
 
@@ -29,10 +30,24 @@ class InvalidSignature(ValueError):
     """The delivery was not signed with this secret, or is too old or from the future (a replay)."""
 
 
+#: The Standard Webhooks prefix of a base64-encoded secret.
+SECRET_PREFIX = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a secret: a `whsec_` secret's decoded bytes, else its UTF-8 bytes."""
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        except ValueError as error:
+            raise ValueError(f"a {SECRET_PREFIX} secret must be base64 after the prefix: {error}") from None
+    return secret.encode()
+
+
 def signature(secret: str, delivery_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` header value for one delivery."""
     signed = f"{delivery_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 

@@ -1993,7 +1993,9 @@ func (x *TrainingJob) GetWebhookDeliveries() []*WebhookDelivery {
 
 // Where to POST a job's events: each state change, and optionally its progress.
 // Every POST carries the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
-// `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with the secret>`.
+// `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with the secret>`. A secret of the
+// form `whsec_<base64>` is keyed with its decoded bytes, as Standard Webhooks libraries do; any other with its
+// UTF-8 bytes.
 type Webhook struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
