@@ -1,15 +1,19 @@
-// End-to-end driver for the TypeScript SDK: calls a running Likeness server and prints what it saw as JSON for
-// tests/clients/test_typescript_client.py to check. Compiled together with the SDK sources.
+// End-to-end driver for the TypeScript SDK against the scripted services (tests/clients/scripted_services.py):
+// calls a running server and prints what it saw as JSON for tests/clients/test_typescript_client.py to check.
+// Compiled together with the SDK sources.
 //
-//   node e2e_driver.js ADDRESS [--ca CA_FILE] [--key API_KEY]   the whole scenario (plaintext without --ca)
-//   node e2e_driver.js ADDRESS --probe                          one SearchPrompts call configured only by
+//   node e2e.js ADDRESS [--ca CA_FILE] [--key API_KEY]          the whole scenario (plaintext without --ca)
+//   node e2e.js ADDRESS --probe                                 one SearchPrompts call configured only by
 //                                                               $LIKENESS_TLS_CA_FILE / $LIKENESS_API_KEY;
 //                                                               prints {"code": <status code, 0 on success>}
 import { createHash } from "crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "fs";
+import { tmpdir } from "os";
+import { join } from "path";
 
 import * as grpc from "@grpc/grpc-js";
 
-import { createClients, galleryv1, typev1, unary } from "./index";
+import { createClients, galleryv1, LikenessError, typev1, unary } from "./index";
 
 function flag(name: string): string {
   const at = process.argv.indexOf(name);
@@ -80,7 +84,45 @@ async function main(): Promise<void> {
     const failure = await likeness
       .generate({ prompt: "fail midway", numImages: 2 })
       .then(() => "no error")
-      .catch((error: grpc.ServiceError) => ({ code: error.code, details: error.details }));
+      .catch((error: LikenessError) => ({ code: error.code, details: error.details, requestId: error.requestId }));
+
+    // Uploads: bytes of 2.5 MiB (three chunks), a file read as it is sent, an empty photo, unnamed bytes.
+    const scratch = mkdtempSync(join(tmpdir(), "likeness-e2e-"));
+    const onDisk = join(scratch, "disk.png");
+    writeFileSync(onDisk, Buffer.alloc(1024 * 1024 + 3, 9));
+    let upload: Record<string, unknown> = {};
+    try {
+      // A photo that cannot be read abandons the upload (the call is cancelled) and rejects with the read error.
+      const missingFile = await likeness
+        .prepareDataset([Buffer.from("first"), join(scratch, "does-not-exist.jpg")])
+        .then(() => "no error", (error: NodeJS.ErrnoException) => [error.code, error instanceof LikenessError]);
+      const big = Buffer.alloc(2.5 * 1024 * 1024, 1);
+      const prepared = await likeness.prepareDataset(
+        [{ fileName: "big.jpg", data: big, caption: "a caption" }, onDisk, { fileName: "empty.jpg", data: Buffer.alloc(0) }, Buffer.from("raw")],
+        { displayName: "node upload" },
+      );
+      upload = {
+        datasetId: prepared.dataset?.datasetId,
+        displayName: prepared.dataset?.displayName,
+        reports: prepared.dataset?.reports.map((r) => [r.fileName, r.kept]),
+        missingFile,
+      };
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+
+    // CreateTrainingJob: the scripted trainer answers "flaky-*" keys UNAVAILABLE once; gRPC's retry (the service
+    // config) sends the same request, key included, again.
+    const spec = { baseModel: "tiny-sd15", classNoun: "dog" };
+    const flaky = await likeness.createTrainingJob({ spec, idempotencyKey: "flaky-node" });
+    const again = await likeness.createTrainingJob({ spec, idempotencyKey: "flaky-node" });
+    const generatedKey = (await likeness.createTrainingJob({ spec })).job?.idempotencyKey ?? "";
+    const create = {
+      jobId: flaky.job?.jobId,
+      existing: [flaky.existing, again.existing],
+      sameJob: again.job?.jobId === flaky.job?.jobId,
+      generatedKey,
+    };
 
     const sequences: string[] = [];
     let succeededModel = "";
@@ -97,7 +139,7 @@ async function main(): Promise<void> {
         }
         return "no error";
       } catch (error) {
-        return (error as grpc.ServiceError).code;
+        return [(error as grpc.ServiceError).code, error instanceof LikenessError];
       }
     })();
 
@@ -115,6 +157,8 @@ async function main(): Promise<void> {
       sequences,
       succeededModel,
       missing,
+      upload,
+      create,
     };
     process.stdout.write(JSON.stringify(report) + "\n");
   } finally {
