@@ -108,13 +108,22 @@ def test_sdk_compiles_with_declarations(compiled_sdk: Path):
     )
 
 
-def _webhook_vector() -> dict:
-    """A delivery signed here the Standard Webhooks way, independently of the SDK."""
-    secret, delivery_id, timestamp = "a-webhook-secret-of-some-length", "dlv_01j9", 1_750_000_000
+def _webhook_vectors() -> list[dict]:
+    """Deliveries signed here the Standard Webhooks way, independently of the SDK: with a plain secret (keyed with
+    its UTF-8 bytes) and with a `whsec_<base64>` one (keyed with the decoded bytes)."""
+    delivery_id, timestamp = "dlv_01j9", 1_750_000_000
     body = json.dumps({"type": "training_job.state_changed", "job_id": "job-1", "sequence": 3, "state": "RUNNING"})
-    mac = hmac.new(secret.encode(), f"{delivery_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
-    signature = "v1," + base64.b64encode(mac).decode()
-    return {"secret": secret, "id": delivery_id, "timestamp": timestamp, "body": body, "signature": signature}
+    vectors = []
+    for secret, key in (
+        ("a-webhook-secret-of-some-length", b"a-webhook-secret-of-some-length"),
+        ("whsec_" + base64.b64encode(b"\x00\xffa 24-byte signing key").decode(), b"\x00\xffa 24-byte signing key"),
+    ):
+        mac = hmac.new(key, f"{delivery_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+        signature = "v1," + base64.b64encode(mac).decode()
+        vectors.append(
+            {"secret": secret, "id": delivery_id, "timestamp": timestamp, "body": body, "signature": signature}
+        )
+    return vectors
 
 
 def test_sdk_helpers_against_fake_servers(compiled_sdk: Path):
@@ -127,7 +136,7 @@ def test_sdk_helpers_against_fake_servers(compiled_sdk: Path):
             "--service-config",
             str(CANONICAL_SERVICE_CONFIG),
             "--webhook",
-            json.dumps(_webhook_vector()),
+            json.dumps(_webhook_vectors()),
         ],
         capture_output=True,
         text=True,

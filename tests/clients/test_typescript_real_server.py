@@ -21,10 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_typescript_client import build_sdk
 
-try:
-    from gateway import gateway_stack
-except ImportError:  # tests/gateway.py is another change's; without it the gateway run is skipped
-    gateway_stack = None
+# `gateway_stack` (three service processes behind one entry address) comes from tests/conftest.py, one per session.
 
 pytestmark = pytest.mark.slow
 
@@ -217,14 +214,11 @@ def test_every_helper_against_serve_all(tmp_path_factory, tmp_path: Path, serve_
     assert "WEBHOOK_DELIVERY_STATE_DELIVERED" in webhook["deliveries"], webhook
 
 
-def test_every_helper_through_the_gateway(tmp_path_factory, tmp_path: Path, request, photos: Path):
+def test_every_helper_through_the_gateway(tmp_path_factory, tmp_path: Path, gateway_stack, photos: Path):
     """The same driver through the one entry address of separate trainer, inference and gallery processes (the
     session's shared stack: no quota set, other tests' data around)."""
-    if gateway_stack is None:
-        pytest.skip("tests/gateway.py (three service processes behind one entry address) is not there")
-    stack = request.getfixturevalue("gateway_stack")
     compiled = build_sdk(tmp_path_factory)
-    report = drive(compiled, tmp_path / "out", photos, "--address", stack.address)
+    report = drive(compiled, tmp_path / "out", photos, "--address", gateway_stack.address)
     # nginx sends every grpc.health.v1 call to one process (the gallery), which knows only its own service: a
     # health check naming the trainer or the inference service through the entry is not theirs to answer.
     check_report(report, quota_checked=False, every_service_health=False)

@@ -135,7 +135,7 @@ export type { GeneratedImage } from "./images";
 export { ImageAssembler, imageExtension } from "./images";
 export { UPLOAD_CHUNK_BYTES } from "./uploads";
 export type { PhotoSource } from "./uploads";
-export { signWebhook, verifyWebhookSignature } from "./webhooks";
+export { signWebhook, verifyWebhookSignature, WEBHOOK_SECRET_PREFIX, webhookSigningKey } from "./webhooks";
 export type { VerifyWebhookOptions, WebhookHeaders } from "./webhooks";
 
 /** Request objects may leave out any field; unset fields take their proto defaults. 64-bit fields accept

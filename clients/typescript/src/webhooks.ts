@@ -2,7 +2,8 @@
 //
 // Every POST carries `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature`: one or more
 // space-separated `v1,<base64 HMAC-SHA256>` entries, the HMAC of "{id}.{timestamp}.{body}" keyed with the job's
-// webhook secret (protos/likeness/trainer/v1/trainer_service.proto, message Webhook). A receiver checks the
+// webhook secret (protos/likeness/trainer/v1/trainer_service.proto, message Webhook): a `whsec_<base64>` secret's
+// decoded bytes, as the Standard Webhooks libraries use it, any other secret's UTF-8 bytes. A receiver checks the
 // signature over the raw body bytes, exactly as received, and refuses stale timestamps so a captured request
 // cannot be replayed later.
 import { createHmac, timingSafeEqual } from "crypto";
@@ -29,8 +30,24 @@ function header(headers: WebhookHeaders, name: string): string {
   return (Array.isArray(value) ? value.join(" ") : value) ?? "";
 }
 
-function secretBytes(secret: string | Uint8Array): Buffer {
-  return typeof secret === "string" ? Buffer.from(secret, "utf8") : Buffer.from(secret);
+/** The Standard Webhooks prefix of a base64-encoded secret. */
+export const WEBHOOK_SECRET_PREFIX = "whsec_";
+
+/** The HMAC key of a secret: a `whsec_<base64>` secret's decoded bytes, another string's UTF-8 bytes, bytes as
+ * given. Throws for a `whsec_` secret that is not base64 after the prefix. */
+export function webhookSigningKey(secret: string | Uint8Array): Buffer {
+  if (typeof secret !== "string") {
+    return Buffer.from(secret);
+  }
+  if (!secret.startsWith(WEBHOOK_SECRET_PREFIX)) {
+    return Buffer.from(secret, "utf8");
+  }
+  const encoded = secret.slice(WEBHOOK_SECRET_PREFIX.length);
+  // Buffer.from(..., "base64") skips what is not base64; a typo in a secret must not silently change the key.
+  if (encoded.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(encoded)) {
+    throw new TypeError(`a ${WEBHOOK_SECRET_PREFIX} secret must be base64 after the prefix`);
+  }
+  return Buffer.from(encoded, "base64");
 }
 
 /** The `webhook-signature` value a sender puts on a message: `v1,<base64 HMAC-SHA256>`. */
@@ -40,7 +57,7 @@ export function signWebhook(
   timestamp: number | string,
   body: string | Uint8Array,
 ): string {
-  const mac = createHmac("sha256", secretBytes(secret));
+  const mac = createHmac("sha256", webhookSigningKey(secret));
   mac.update(`${id}.${timestamp}.`);
   mac.update(typeof body === "string" ? Buffer.from(body, "utf8") : body);
   return `v1,${mac.digest("base64")}`;
@@ -48,7 +65,8 @@ export function signWebhook(
 
 /**
  * True when a webhook POST is genuine: one of its `webhook-signature` entries is the HMAC-SHA256 of
- * "{webhook-id}.{webhook-timestamp}.{body}" keyed with `secret` (the job's webhook secret), and its timestamp is
+ * "{webhook-id}.{webhook-timestamp}.{body}" keyed with `secret` (the job's webhook secret, as given in
+ * CreateTrainingJobRequest.webhook.secret; see `webhookSigningKey`), and its timestamp is
  * within `toleranceSeconds` of now. Pass the raw body (a Buffer, or the exact string received), not re-encoded
  * JSON. Use `webhook-id` to drop repeats: a delivery retried after a timeout keeps its id.
  *
@@ -67,7 +85,13 @@ export function verifyWebhookSignature(
   const id = header(headers, "webhook-id");
   const timestamp = header(headers, "webhook-timestamp");
   const signatures = header(headers, "webhook-signature");
-  if (!id || !/^\d{1,15}$/.test(timestamp) || !signatures || secretBytes(secret).length === 0) {
+  let key: Buffer;
+  try {
+    key = webhookSigningKey(secret);
+  } catch {
+    return false;
+  }
+  if (!id || !/^\d{1,15}$/.test(timestamp) || !signatures || key.length === 0) {
     return false;
   }
   const nowMs = options.now === undefined ? Date.now() : Number(options.now);

@@ -133,7 +133,7 @@ async function main(): Promise<void> {
       displayName: "ts real e2e",
     };
     const key = `ts-real-${Date.now()}`;
-    const secret = randomBytes(24).toString("base64");
+    const secret = `whsec_${randomBytes(24).toString("base64")}`; // the Standard Webhooks form: keyed decoded
     const receiver = process.argv.includes("--webhooks") ? await webhookReceiver(secret) : undefined;
     const webhook = receiver && { url: receiver.url, secret, sendProgress: true, progressIntervalSeconds: 1 };
     const request = { spec, idempotencyKey: key, webhook };

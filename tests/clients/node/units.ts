@@ -23,6 +23,7 @@ import {
   SERVICE_CONFIG,
   signWebhook,
   verifyWebhookSignature,
+  webhookSigningKey,
 } from "./index";
 import type { LikenessClients } from "./index";
 import { GalleryServiceService } from "./gen/likeness/gallery/v1/gallery_service";
@@ -344,23 +345,31 @@ async function main(): Promise<void> {
       check(oversized.includes("chunkBytes"), `oversized chunks: ${oversized}`);
     },
     "webhook signatures": async () => {
-      const vector = JSON.parse(flag("--webhook")) as { secret: string; id: string; timestamp: number; body: string; signature: string };
-      const now = vector.timestamp * 1000;
-      const headers = { "Webhook-Id": vector.id, "webhook-timestamp": String(vector.timestamp), "webhook-signature": vector.signature };
-      equal(signWebhook(vector.secret, vector.id, vector.timestamp, vector.body), vector.signature, "signature");
-      check(verifyWebhookSignature(vector.secret, headers, vector.body, { now }), "genuine (string body)");
-      check(verifyWebhookSignature(vector.secret, headers, Buffer.from(vector.body), { now }), "genuine (Buffer body)");
-      const fetchHeaders = { get: (name: string) => (headers as Record<string, string>)[name === "webhook-id" ? "Webhook-Id" : name] ?? null };
-      check(verifyWebhookSignature(vector.secret, fetchHeaders, vector.body, { now }), "genuine (Headers)");
-      const rotated = { ...headers, "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")} ${vector.signature}` };
-      check(verifyWebhookSignature(vector.secret, rotated, vector.body, { now }), "one of several signatures");
-      check(!verifyWebhookSignature(vector.secret, headers, vector.body + " ", { now }), "tampered body");
-      check(!verifyWebhookSignature(vector.secret + "x", headers, vector.body, { now }), "wrong secret");
-      check(!verifyWebhookSignature(vector.secret, { ...headers, "Webhook-Id": "other" }, vector.body, { now }), "other id");
-      check(!verifyWebhookSignature(vector.secret, headers, vector.body, { now: now + 301_000 }), "stale");
-      check(verifyWebhookSignature(vector.secret, headers, vector.body, { now: now + 301_000, toleranceSeconds: 600 }), "tolerance");
-      check(!verifyWebhookSignature(vector.secret, { "webhook-id": vector.id }, vector.body, { now }), "missing headers");
-      check(!verifyWebhookSignature(vector.secret, { ...headers, "webhook-signature": "v2,abc" }, vector.body, { now }), "unknown version");
+      const vectors = JSON.parse(flag("--webhook")) as { secret: string; id: string; timestamp: number; body: string; signature: string }[];
+      equal(vectors.map((v) => v.secret.startsWith("whsec_")), [false, true], "a plain and a whsec_ secret");
+      for (const vector of vectors) {
+        const now = vector.timestamp * 1000;
+        const headers = { "Webhook-Id": vector.id, "webhook-timestamp": String(vector.timestamp), "webhook-signature": vector.signature };
+        equal(signWebhook(vector.secret, vector.id, vector.timestamp, vector.body), vector.signature, "signature");
+        check(verifyWebhookSignature(vector.secret, headers, vector.body, { now }), "genuine (string body)");
+        check(verifyWebhookSignature(vector.secret, headers, Buffer.from(vector.body), { now }), "genuine (Buffer body)");
+        const fetchHeaders = { get: (name: string) => (headers as Record<string, string>)[name === "webhook-id" ? "Webhook-Id" : name] ?? null };
+        check(verifyWebhookSignature(vector.secret, fetchHeaders, vector.body, { now }), "genuine (Headers)");
+        const rotated = { ...headers, "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")} ${vector.signature}` };
+        check(verifyWebhookSignature(vector.secret, rotated, vector.body, { now }), "one of several signatures");
+        check(!verifyWebhookSignature(vector.secret, headers, vector.body + " ", { now }), "tampered body");
+        check(!verifyWebhookSignature(vector.secret + "x", headers, vector.body, { now }), "wrong secret");
+        check(!verifyWebhookSignature(vector.secret, { ...headers, "Webhook-Id": "other" }, vector.body, { now }), "other id");
+        check(!verifyWebhookSignature(vector.secret, headers, vector.body, { now: now + 301_000 }), "stale");
+        check(verifyWebhookSignature(vector.secret, headers, vector.body, { now: now + 301_000, toleranceSeconds: 600 }), "tolerance");
+        check(!verifyWebhookSignature(vector.secret, { "webhook-id": vector.id }, vector.body, { now }), "missing headers");
+        check(!verifyWebhookSignature(vector.secret, { ...headers, "webhook-signature": "v2,abc" }, vector.body, { now }), "unknown version");
+      }
+      const [plain, whsec] = vectors;
+      check(verifyWebhookSignature(webhookSigningKey(whsec.secret), { "webhook-id": whsec.id, "webhook-timestamp": String(whsec.timestamp), "webhook-signature": whsec.signature }, whsec.body, { now: whsec.timestamp * 1000 }), "the key as bytes");
+      check(!verifyWebhookSignature("whsec_not base64!", { "webhook-id": plain.id, "webhook-timestamp": String(plain.timestamp), "webhook-signature": plain.signature }, plain.body, { now: plain.timestamp * 1000 }), "a malformed whsec_ secret");
+      const thrown = (() => { try { signWebhook("whsec_abc", "id", 1, "body"); return "no error"; } catch (error) { return (error as Error).message; } })();
+      check(thrown.includes("base64"), `signing with a malformed whsec_ secret: ${thrown}`);
     },
   };
   const passed: string[] = [];
