@@ -104,3 +104,11 @@ def test_retries_can_be_turned_off(busy_server) -> None:
     with LikenessClient(address, retries=False) as client, pytest.raises(client_errors.ResourceExhausted):
         client.list_templates()
     assert len(servicer.attempts) == 1
+
+
+def test_an_rpc_the_server_does_not_implement_is_unimplemented_not_internal(busy_server) -> None:
+    address, _ = busy_server  # the scripted gallery implements ListTemplates only
+    with LikenessClient(address) as client, pytest.raises(client_errors.LikenessError) as raised:
+        client.get_prompt("pr-1")
+    assert raised.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert "GetPrompt is not implemented" in str(raised.value)

@@ -73,6 +73,11 @@ class _Call:
             pushback = retry_pushback(exc)
             if pushback is not None:
                 trailers += ((RETRY_PUSHBACK_KEY, pushback),)
+        elif isinstance(exc, NotImplementedError):
+            # The generated base servicer's method: this server does not serve the RPC (a newer client).
+            self.code = grpc.StatusCode.UNIMPLEMENTED
+            log.info("rpc not implemented", extra={"method": self.method})
+            message = f"{self.method} is not implemented by this server; upgrade the server or call another RPC"
         else:
             self.code = grpc.StatusCode.INTERNAL
             log.error("rpc failed", extra={"method": self.method}, exc_info=exc)
