@@ -16,6 +16,8 @@ ALLOWED: dict[str, set[str]] = {
     "text": {"errors"},
     "threads": set(),
     "runtime": {"errors"},
+    # Outbound HTTP to caller-named URLs behind the one SSRF guard (webhooks, photo URLs).
+    "net": {"errors"},
     "storage": {"errors"},
     "controlplane": {"errors", "storage"},
     "api": {"errors"},
@@ -23,14 +25,15 @@ ALLOWED: dict[str, set[str]] = {
     "dataset": {"errors", "storage"},
     # The toy base model is a built-in the world provides: likeness.world registers it (BUILTIN_PROVIDERS).
     "models": {"errors", "threads"},
-    "server": {"api", "controlplane", "enums", "errors", "identity", "storage"},
+    "server": {"api", "controlplane", "enums", "errors", "identity", "net", "storage"},
     "gallery": {"api", "controlplane", "enums", "errors", "models", "server", "storage", "text", "threads"},
     "inference": {
         "api", "controlplane", "errors", "gallery", "identity", "models", "runtime", "server", "storage", "text",
         "threads",
     },
     "trainer": {
-        "api", "controlplane", "dataset", "enums", "errors", "identity", "models", "runtime", "server", "storage",
+        "api", "controlplane", "dataset", "enums", "errors", "identity", "models", "net", "runtime", "server",
+        "storage",
     },
     "erasure": {"controlplane", "enums", "errors", "gallery", "storage", "trainer"},
     "studio": {"api", "errors", "gallery", "inference", "server", "trainer"},
@@ -46,9 +49,9 @@ WIRING = {"trainer/service.py": {"erasure", "gallery"}, "trainer/servicer.py": {
 GRPC_ALLOWED = (
     "servicer.py", "service.py", "testing.py", "server/", "api/status.py", "cli/", "studio/", "world/runner.py",
 )  # fmt: skip
-#: What of the client package (the layer below everything: the API's messages and errors) any module may import;
-#: the clients, channels and stubs open connections and belong to the gRPC-allowed modules.
-CLIENT_PACKAGE_FOR_CORES = ("likeness_client.errors", "likeness_client.v1")
+#: What of the client package (the layer below everything: the API's messages, errors and webhook signatures) any
+#: module may import; the clients, channels and stubs open connections and belong to the gRPC-allowed modules.
+CLIENT_PACKAGE_FOR_CORES = ("likeness_client.errors", "likeness_client.v1", "likeness_client.webhooks")
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:

@@ -45,6 +45,11 @@ def test_booleans_parse_from_env_and_flags():
         ({"LIKENESS_TORCH_THREADS": "-1"}, "torch_threads"),
         ({"LIKENESS_STORAGE_ULR": "/tmp/x"}, "LIKENESS_STORAGE_ULR"),
         ({"LIKENESS_GALLERY_SEMANTIC": "maybe"}, "LIKENESS_GALLERY_SEMANTIC"),
+        ({"LIKENESS_WEBHOOK_ALLOW_CIDRS": "10.0.0.0/8,intranet"}, "webhook_allow_cidrs"),
+        ({"LIKENESS_FETCH_ALLOW_CIDRS": "300.1.1.1/32"}, "fetch_allow_cidrs"),
+        ({"LIKENESS_EGRESS_DENY_CIDRS": "10.0.0.0/33"}, "egress_deny_cidrs"),
+        ({"LIKENESS_WEBHOOK_MAX_ATTEMPTS": "0"}, "webhook_max_attempts"),
+        ({"LIKENESS_FETCH_MAX_MB": "0"}, "fetch_max_mb"),
     ],
 )
 def test_bad_values_name_the_setting(env, field):
@@ -98,5 +103,6 @@ def test_variables_of_the_sdk_and_the_load_test_are_not_settings():
         "LIKENESS_TLS_CA_FILE": "/etc/ca.pem",
         "LIKENESS_LOAD_SUBJECTS": "sm-1,sm-2",
         "LIKENESS_LOAD_STEPS": "4",
+        "LIKENESS_WEBHOOK_SECRET": "whsec-0123456789abcdef",  # `likeness train --webhook-secret`
     }
     assert load_settings(parse([]), environ=environ) == Settings()

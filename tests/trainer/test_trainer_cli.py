@@ -79,3 +79,25 @@ def test_db_status_and_upgrade_report_the_schema_revision(tmp_path):
     assert "none (empty database), behind" in db("status")
     assert f"empty -> {head_revision()}" in db("upgrade")
     assert f"revision {head_revision()}, up to date" in db("status")
+
+
+def test_train_sends_a_webhook_only_with_its_secret(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from likeness.cli.train_cmd import build_webhook
+
+    args = argparse.Namespace(
+        webhook_url="https://hooks.example/x",
+        webhook_secret="s" * 16,
+        webhook_progress=True,
+        webhook_progress_interval=60,
+    )
+    assert build_webhook(args) == pb.Webhook(
+        url="https://hooks.example/x", secret="s" * 16, send_progress=True, progress_interval_seconds=60
+    )
+    assert build_webhook(argparse.Namespace(webhook_url="")) is None
+    monkeypatch.delenv("LIKENESS_WEBHOOK_SECRET", raising=False)
+    # Refused before anything is sent: no server listens at this address.
+    arguments = ["train", "--dataset", "ds-1", "--class-noun", "dog", "--webhook-url", "https://hooks.example/x"]
+    assert main([*arguments, "--address", "127.0.0.1:1"]) == 2
+    assert "LIKENESS_WEBHOOK_SECRET" in capsys.readouterr().err

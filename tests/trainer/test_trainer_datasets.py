@@ -70,3 +70,31 @@ def test_prepare_dataset_from_storage_keys_and_chunked_upload(client, trainer):
     assert response.contact_sheet.data.startswith(b"\xff\xd8")  # JPEG
     with pytest.raises(errors.InvalidArgument):
         client.prepare_dataset([], pb.DatasetOptions(photo_uris=["tenants/other/x.png"]))
+
+
+def test_s3_uris_name_only_the_deployments_bucket_and_the_callers_folder():
+    import fsspec
+
+    from likeness.storage.objectstore import FsspecStorage
+    from likeness.trainer.datasets import PhotoSources
+
+    # The storage interface over an in-memory filesystem standing in for s3://likeness-test/deploy.
+    storage = FsspecStorage(fsspec.filesystem("memory"), "likeness-test/deploy", protocol="s3")
+    storage.write_bytes("tenants/acme/uploads/rex.png", b"png bytes")
+    storage.write_bytes("tenants/beta/uploads/rex.png", b"theirs")
+    sources = PhotoSources(storage)
+    collector = UploadCollector()
+    sources.collect("acme", ["s3://likeness-test/deploy/tenants/acme/uploads/rex.png"], collector)
+    assert [(p.name, p.data) for p in collector.photos()] == [("rex.png", b"png bytes")]
+    refused = {
+        "s3://other-bucket/deploy/tenants/acme/uploads/rex.png": "not in this deployment's bucket",
+        "s3://likeness-test/deployed/tenants/acme/uploads/rex.png": "not in this deployment's bucket",
+        "s3://likeness-test/deploy/tenants/beta/uploads/rex.png": "not under your storage folder",
+    }
+    for uri, why in refused.items():
+        with pytest.raises(InvalidArgument, match=why) as caught:
+            sources.collect("acme", [uri], UploadCollector())
+        assert caught.value.field == "options.photo_uris" and uri in caught.value.message
+    with pytest.raises(errors.NotFound) as missing:
+        sources.collect("acme", ["s3://likeness-test/deploy/tenants/acme/uploads/gone.png"], UploadCollector())
+    assert missing.value.field == "options.photo_uris"

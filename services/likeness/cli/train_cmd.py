@@ -6,6 +6,7 @@ Ctrl-C detaches: the job keeps training on the server; `likeness train --watch J
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -58,6 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--export-kohya", action="store_true", help="also write the LoRA in kohya/A1111 format")
     parser.add_argument("--name", default="", help="display name of the job")
     parser.add_argument("--priority", type=int, default=0, help="-100 to 100: workers take higher priorities first")
+    parser.add_argument(
+        "--photo-uri",
+        action="append",
+        default=[],
+        help="a photo the server fetches instead of one from the folder: https:// URL, storage key or s3:// object "
+        "of the deployment (repeatable)",
+    )
+    parser.add_argument("--webhook-url", default="", help="POST the job's state changes to this https:// URL")
+    parser.add_argument(
+        "--webhook-secret",
+        default=os.environ.get("LIKENESS_WEBHOOK_SECRET", ""),
+        help="secret (16+ characters) that signs every webhook POST (env LIKENESS_WEBHOOK_SECRET)",
+    )
+    parser.add_argument("--webhook-progress", action="store_true", help="also POST progress to the webhook")
+    parser.add_argument(
+        "--webhook-progress-interval", type=int, default=0, help="least seconds between progress POSTs (default 30)"
+    )
     add_address_argument(parser)
     parser.set_defaults(func=run)
 
@@ -96,6 +114,22 @@ def build_spec(args: argparse.Namespace, dataset_id: str) -> pb.TrainingJobSpec:
     if args.checkpoint_every is not None:
         spec.checkpointing.every_n_steps = args.checkpoint_every
     return spec
+
+
+def build_webhook(args: argparse.Namespace) -> pb.Webhook | None:
+    """The job's webhook from --webhook-url and --webhook-secret; None without a URL."""
+    if not args.webhook_url:
+        return None
+    if not args.webhook_secret:
+        raise InvalidArgument(
+            "a webhook needs a signing secret: set --webhook-secret or LIKENESS_WEBHOOK_SECRET", field="webhook_secret"
+        )
+    return pb.Webhook(
+        url=args.webhook_url,
+        secret=args.webhook_secret,
+        send_progress=args.webhook_progress,
+        progress_interval_seconds=args.webhook_progress_interval,
+    )
 
 
 def format_duration(seconds: float) -> str:
@@ -187,16 +221,24 @@ def run(args: argparse.Namespace) -> int:
                     "give the subject's class with --class-noun (person, dog, ...)", field="class_noun"
                 )
             dataset_id = args.dataset
+            webhook = build_webhook(args)
             if not dataset_id:
-                if not args.photos:
-                    raise InvalidArgument("give a folder of photos, --dataset ID, or --watch JOB", field="photos")
-                options = pb.DatasetOptions(base_model=args.base_model, display_name=Path(args.photos).name)
-                dataset = client.prepare_dataset(photo_files(args.photos), options).dataset
+                if not args.photos and not args.photo_uri:
+                    raise InvalidArgument(
+                        "give a folder of photos, --photo-uri URL, --dataset ID, or --watch JOB", field="photos"
+                    )
+                options = pb.DatasetOptions(
+                    base_model=args.base_model,
+                    display_name=Path(args.photos).name if args.photos else "",
+                    photo_uris=args.photo_uri,
+                )
+                files = photo_files(args.photos) if args.photos else []
+                dataset = client.prepare_dataset(files, options).dataset
                 rejected = sum(1 for report in dataset.reports if not report.kept)
                 print(f"dataset {dataset.dataset_id}: {dataset.image_count} photos ({rejected} rejected)")
                 dataset_id = dataset.dataset_id
             job = client.create_training_job(
-                build_spec(args, dataset_id), idempotency_key=uuid.uuid4().hex, priority=args.priority
+                build_spec(args, dataset_id), idempotency_key=uuid.uuid4().hex, priority=args.priority, webhook=webhook
             ).job
             job_id = job.job_id
             print(f"job {job_id} queued: '{job.spec.identifier} {job.spec.class_noun}' on {job.spec.base_model}")

@@ -269,3 +269,46 @@ erasures = sa.Table(
     sa.Column("receipt", sa.JSON, nullable=False),
 )
 sa.Index("ix_erasures_tenant", erasures.c.tenant, erasures.c.erase_time)
+
+#: A training job's webhook (revision 0005): where its events are POSTed and the secret that signs them. The
+#: secret is read only by the dispatcher; no RPC returns it and nothing logs it.
+job_webhooks = sa.Table(
+    "job_webhooks",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("training_jobs.job_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.String(256), nullable=False),
+    sa.Column("send_progress", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("progress_interval_seconds", sa.Integer, nullable=False, server_default="30"),
+    #: When the last progress delivery was queued (database clock): progress is throttled against it.
+    sa.Column("last_progress_time", Seconds, nullable=True),
+)
+
+#: The webhook outbox: one row per event to deliver, written in the transaction that records the event, and
+#: its attempts. A dispatcher claims due rows with a lease (`lease_owner`, `lease_expires_at`), so replicas never
+#: send one delivery at the same time; an expired lease (a replica that died mid-send) makes it due again.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("training_jobs.job_id", ondelete="CASCADE"), nullable=False),
+    #: training_job.state_changed or training_job.progress.
+    sa.Column("event_type", sa.String(40), nullable=False),
+    #: The job event it carries.
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+    #: The exact JSON body, signed anew (fresh timestamp) on every attempt.
+    sa.Column("body", sa.Text, nullable=False),
+    #: PENDING, RETRYING, DELIVERED or FAILED (likeness.trainer.webhooks.DeliveryState).
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_http_status", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("create_time", Seconds, nullable=False),
+    sa.Column("last_attempt_time", Seconds, nullable=True),
+    #: When the next attempt is due; NULL once DELIVERED or FAILED.
+    sa.Column("next_attempt_time", Seconds, nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", Seconds, nullable=True),
+)
+sa.Index("ix_webhook_deliveries_due", webhook_deliveries.c.state, webhook_deliveries.c.next_attempt_time)
+sa.Index("ix_webhook_deliveries_job", webhook_deliveries.c.job_id, webhook_deliveries.c.sequence)

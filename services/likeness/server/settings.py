@@ -19,6 +19,7 @@ from likeness.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from likeness.identity.quotas import QuotaLimits
+    from likeness.net.egress import EgressPolicy
     from likeness.server.tls import TlsFiles
 
 #: The built-in base models ship with the package, so the embedded default needs no download: `toy-sd15` is
@@ -106,6 +107,39 @@ class Settings:
     trainer_progress_interval_seconds: float = field(
         default=1.0, metadata={"help": "least time between two progress events of a job"}
     )
+    # --- webhooks and photo URLs (outbound requests to addresses callers name) ---
+    webhook_allow_cidrs: str = field(
+        default="",
+        metadata={
+            "help": "CIDR ranges webhook URLs may reach although refused by default (loopback, private, "
+            "link-local, ...), comma-separated, e.g. an internal receiver's 10.20.0.0/16"
+        },
+    )
+    webhook_timeout_seconds: float = field(
+        default=10.0, metadata={"help": "time limit of one webhook POST, from connecting to the answer"}
+    )
+    webhook_max_attempts: int = field(
+        default=5, metadata={"help": "attempts of one webhook delivery before it is marked FAILED"}
+    )
+    webhook_backoff_seconds: float = field(
+        default=15.0, metadata={"help": "delay before a delivery's second attempt; it doubles for each later one"}
+    )
+    fetch_allow_cidrs: str = field(
+        default="",
+        metadata={
+            "help": "CIDR ranges photo URLs (DatasetOptions.photo_uris) may reach although refused by default; "
+            "http:// URLs are fetched only from these"
+        },
+    )
+    fetch_max_mb: int = field(default=20, metadata={"help": "largest photo fetched from a URL, MiB"})
+    fetch_timeout_seconds: float = field(default=20.0, metadata={"help": "time limit of fetching one photo URL"})
+    egress_deny_cidrs: str = field(
+        default="",
+        metadata={
+            "help": "CIDR ranges no webhook or photo URL may reach even when allowed (the cluster's own ranges "
+            "when they are public addresses), comma-separated"
+        },
+    )
     # --- inference ---
     inference_queue_capacity: int = field(default=64, metadata={"help": "waiting requests before refusing"})
     subject_cache_mb: int = field(default=2048, metadata={"help": "memory budget of loaded subject models, MiB"})
@@ -154,6 +188,32 @@ class Settings:
         from likeness.identity.quotas import QuotaLimits
 
         return QuotaLimits(self.quota_active_jobs, self.quota_subject_models, self.quota_images_per_minute)
+
+    @property
+    def webhook_policy(self) -> EgressPolicy:
+        """Where webhook POSTs may go (`webhook_allow_cidrs`, `egress_deny_cidrs`)."""
+        from likeness.net.egress import EgressPolicy, parse_cidrs
+
+        return EgressPolicy(
+            allow=parse_cidrs(self.webhook_allow_cidrs, field="webhook_allow_cidrs"),
+            deny=parse_cidrs(self.egress_deny_cidrs, field="egress_deny_cidrs"),
+            allow_setting="--webhook-allow-cidrs",
+            deny_setting="--egress-deny-cidrs",
+        )
+
+    @property
+    def fetch_policy(self) -> EgressPolicy:
+        """Where photo URLs may be fetched from (`fetch_allow_cidrs`, `egress_deny_cidrs`); http:// only from
+        allowed ranges."""
+        from likeness.net.egress import EgressPolicy, parse_cidrs
+
+        return EgressPolicy(
+            allow=parse_cidrs(self.fetch_allow_cidrs, field="fetch_allow_cidrs"),
+            deny=parse_cidrs(self.egress_deny_cidrs, field="egress_deny_cidrs"),
+            allow_setting="--fetch-allow-cidrs",
+            deny_setting="--egress-deny-cidrs",
+            plain_http=False,
+        )
 
     @property
     def storage_root_is_local(self) -> bool:
@@ -263,6 +323,8 @@ _PASSTHROUGH = {
     "LIKENESS_ADDRESS",
     "LIKENESS_API_KEY",
     "LIKENESS_TLS_CA_FILE",
+    # `likeness train --webhook-secret`: the signing secret of a job's webhook, kept out of the shell history.
+    "LIKENESS_WEBHOOK_SECRET",
     # The load test's settings (bench/load/locustfile.py), often exported in the shell that also runs a server.
     "LIKENESS_LOAD_SUBJECTS",
     "LIKENESS_LOAD_STEPS",
@@ -323,6 +385,13 @@ def validate(settings: Settings) -> None:
             f"lose the lease, got {settings.lease_seconds}",
             field="lease_seconds",
         )
+    for name in ("webhook_timeout_seconds", "fetch_timeout_seconds", "webhook_max_attempts", "fetch_max_mb"):
+        if getattr(settings, name) <= 0:
+            raise InvalidArgument(f"must be positive, got {getattr(settings, name)}", field=name)
+    if settings.webhook_backoff_seconds < 0:
+        raise InvalidArgument("must not be negative", field="webhook_backoff_seconds")
+    settings.webhook_policy  # noqa: B018 - parses the CIDR settings, naming the one that is malformed
+    settings.fetch_policy  # noqa: B018
     from likeness.controlplane.database import parse_database_url
 
     parse_database_url(settings.resolved_database_url)

@@ -8,8 +8,11 @@ A dataset's files are in shared storage; its row is written after them, so a row
 
 from __future__ import annotations
 
+import concurrent.futures
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from likeness.dataset.contact_sheet import encoded_size
 from likeness.dataset.options import MAX_PHOTOS_HARD_CAP, MIN_SIDE_FLOOR, PhotoInput, PrepareOptions
@@ -17,6 +20,15 @@ from likeness.dataset.prepare import prepare_photos
 from likeness.dataset.publish import REPORT_NAME, load_dataset_manifest, publish_dataset
 from likeness.errors import InvalidArgument, NotFound, ResourceExhausted
 from likeness.models.catalog import BaseModelCatalog
+from likeness.net import egress
+from likeness.net.egress import (
+    EgressError,
+    EgressPolicy,
+    EgressRefused,
+    EgressTimeout,
+    EgressTooLarge,
+    EgressUnresolved,
+)
 from likeness.storage.base import Storage
 from likeness.storage.layout import dataset_contact_sheet_key, dataset_prefix, tenant_prefix
 from likeness.storage.manifest import DatasetManifest, parse_rfc3339
@@ -31,6 +43,15 @@ MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 #: Most bytes of one photo.
 MAX_PHOTO_BYTES = 50 * 1024 * 1024
 DEFAULT_MIN_SIDE = 256
+PHOTO_URIS_FIELD = "options.photo_uris"
+#: Limits of one photo fetched from a URL (the operator's --fetch-max-mb and --fetch-timeout-seconds).
+DEFAULT_FETCH_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_FETCH_TIMEOUT_SECONDS = 20.0
+#: Photo URLs fetched at once for one request.
+FETCH_CONCURRENCY = 4
+_FETCH_HEADERS = {"user-agent": "Likeness-Fetch/1", "accept": "image/*"}
+#: Content types that may carry an image although they do not say so (object stores' defaults).
+_BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 
 
 @dataclass
@@ -72,15 +93,140 @@ class UploadCollector:
 
 def photos_from_storage(storage: Storage, tenant: str, keys: list[str], collector: UploadCollector) -> None:
     """Adds photos referenced by storage key; only keys under the caller's tenant folder are readable."""
-    own = tenant_prefix(tenant) + "/"
     for key in keys:
-        if not key.startswith(own):
-            raise InvalidArgument(f"{key!r} is not under your storage folder {own!r}", field="options.photo_uris")
+        collector.add(key.rsplit("/", 1)[-1], _read_own_key(storage, tenant, key, key))
+
+
+def _read_own_key(storage: Storage, tenant: str, key: str, shown: str) -> bytes:
+    own = tenant_prefix(tenant) + "/"
+    if not key.startswith(own):
+        raise InvalidArgument(f"{shown!r} is not under your storage folder {own!r}", field=PHOTO_URIS_FIELD)
+    try:
+        return storage.read_bytes(key)
+    except NotFound as error:
+        raise NotFound(f"photo {shown!r} does not exist in storage", field=PHOTO_URIS_FIELD) from error
+    except InvalidArgument as error:
+        raise InvalidArgument(
+            f"{shown!r} is not a valid storage key: {error.message}", field=PHOTO_URIS_FIELD
+        ) from None
+
+
+def s3_storage_key(storage: Storage, uri: str) -> str:
+    """The storage key an `s3://bucket/key` URI names: only objects of the deployment's own bucket, below its
+    storage prefix, can be read."""
+    root = storage.root_url.rstrip("/")
+    if not root.startswith("s3://"):
+        raise InvalidArgument(
+            f"{uri!r}: this deployment does not keep its storage in S3; give a storage key (tenants/...) or an "
+            "https:// URL",
+            field=PHOTO_URIS_FIELD,
+        )
+    if not uri.startswith(root + "/"):
+        raise InvalidArgument(
+            f"{uri!r} is not in this deployment's bucket ({root}/); copy the photo under your folder there, or give "
+            "an https:// URL",
+            field=PHOTO_URIS_FIELD,
+        )
+    return uri[len(root) + 1 :]
+
+
+def _url_file_name(url: str, index: int) -> str:
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).strip()
+    return name if name and name not in (".", "..") else f"photo-{index:03d}"
+
+
+class PhotoSources:
+    """Photos named by `DatasetOptions.photo_uris`: storage keys under the caller's folder, `s3://` objects of the
+    deployment's bucket (under the caller's folder too), and `https://` URLs (http:// only to addresses the
+    operator allows), fetched through the egress guard within a size and a time limit. Every error is
+    INVALID_ARGUMENT (or NOT_FOUND for a missing key) on `options.photo_uris`, naming the URI and what to fix;
+    whether the bytes are an image is decided by the photo validation that follows."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        policy: EgressPolicy | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        timeout_seconds: float = DEFAULT_FETCH_TIMEOUT_SECONDS,
+    ) -> None:
+        self.storage = storage
+        self.policy = policy or EgressPolicy(plain_http=False)
+        self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
+
+    def collect(
+        self, tenant: str, uris: Sequence[str], collector: UploadCollector, *, reserved_names: Iterable[str] = ()
+    ) -> None:
+        """Adds every photo to `collector` in the order given, each under a file name of its own (the last path
+        segment, made unique against `reserved_names` and the others)."""
+        if len(uris) > collector.max_photos:
+            raise InvalidArgument(f"more than {collector.max_photos} photos in one request", field=PHOTO_URIS_FIELD)
+        urls = [uri for uri in uris if uri.lower().startswith(("https://", "http://"))]
+        fetched: dict[str, bytes] = {}
+        if urls:
+            with concurrent.futures.ThreadPoolExecutor(min(FETCH_CONCURRENCY, len(urls))) as pool:
+                futures = {url: pool.submit(self.fetch, url) for url in dict.fromkeys(urls)}
+                for url, future in futures.items():
+                    fetched[url] = future.result()  # the first failing URL (in request order) is the error
+        taken = set(reserved_names)
+        for index, uri in enumerate(uris):
+            if uri in fetched:
+                name, data = _url_file_name(uri, index), fetched[uri]
+            elif uri.lower().startswith("s3://"):
+                key = s3_storage_key(self.storage, uri)
+                name, data = key.rsplit("/", 1)[-1], _read_own_key(self.storage, tenant, key, uri)
+            elif "://" in uri:
+                raise InvalidArgument(
+                    f"{uri!r} has a scheme this server does not read; give a storage key (tenants/...), an s3:// "
+                    "object of this deployment's bucket or an https:// URL",
+                    field=PHOTO_URIS_FIELD,
+                )
+            else:
+                name, data = uri.rsplit("/", 1)[-1], _read_own_key(self.storage, tenant, uri, uri)
+            unique, copy = name, 1
+            while unique in taken:
+                copy += 1
+                stem, dot, suffix = name.rpartition(".")
+                unique = f"{stem}-{copy}.{suffix}" if dot and stem else f"{name}-{copy}"
+            taken.add(unique)
+            collector.add(unique, data)
+
+    def fetch(self, url: str) -> bytes:
+        """One photo URL's bytes, within the limits; InvalidArgument naming the URL and what to fix."""
         try:
-            data = storage.read_bytes(key)
-        except NotFound as error:
-            raise NotFound(f"photo {key!r} does not exist in storage", field="options.photo_uris") from error
-        collector.add(key.rsplit("/", 1)[-1], data)
+            response = egress.fetch(
+                self.policy, url, max_bytes=self.max_bytes, timeout=self.timeout_seconds, headers=_FETCH_HEADERS
+            )
+        except EgressRefused as error:
+            raise InvalidArgument(f"{url!r} is refused: {error}", field=PHOTO_URIS_FIELD) from None
+        except EgressUnresolved as error:
+            raise InvalidArgument(f"{url!r}: {error}; check the host name", field=PHOTO_URIS_FIELD) from None
+        except EgressTooLarge as error:
+            raise InvalidArgument(
+                f"{url!r} {error} (--fetch-max-mb); link a smaller photo or upload it", field=PHOTO_URIS_FIELD
+            ) from None
+        except EgressTimeout as error:
+            raise InvalidArgument(
+                f"{url!r} timed out ({error}; --fetch-timeout-seconds); link a faster host or upload the photo",
+                field=PHOTO_URIS_FIELD,
+            ) from None
+        except EgressError as error:
+            raise InvalidArgument(f"{url!r} could not be fetched: {error}", field=PHOTO_URIS_FIELD) from None
+        if not 200 <= response.status < 300:
+            raise InvalidArgument(
+                f"{url!r} answered HTTP {response.status} {response.reason}".rstrip()
+                + "; check that the URL is public and names the photo itself",
+                field=PHOTO_URIS_FIELD,
+            )
+        content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type and not content_type.startswith("image/") and content_type not in _BINARY_TYPES:
+            raise InvalidArgument(
+                f"{url!r} is {content_type}, not an image; link the image file itself", field=PHOTO_URIS_FIELD
+            )
+        if not response.body:
+            raise InvalidArgument(f"{url!r} answered with an empty body, not an image", field=PHOTO_URIS_FIELD)
+        return response.body
 
 
 def prepare_options(

@@ -35,3 +35,15 @@ CHECKPOINT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
 RUNNING_JOBS = Gauge("likeness_trainer_running_jobs", "Jobs currently training, per device", ["device"])
+WEBHOOK_ATTEMPTS = Counter(
+    "likeness_trainer_webhook_attempts_total",
+    "Webhook delivery attempts of this replica's dispatcher, by outcome (delivered, retrying, failed)",
+    ["outcome"],
+)
+for _outcome in ("delivered", "retrying", "failed"):
+    WEBHOOK_ATTEMPTS.labels(_outcome)
+WEBHOOK_SECONDS = Histogram(
+    "likeness_trainer_webhook_attempt_seconds",
+    "Duration of one webhook delivery attempt (until the receiver answered or the attempt failed)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)

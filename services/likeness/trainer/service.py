@@ -26,7 +26,7 @@ from likeness.models.catalog import BaseModelCatalog
 from likeness.server.settings import Settings
 from likeness.storage.factory import open_storage
 from likeness.trainer import metrics
-from likeness.trainer.datasets import DatasetCatalog
+from likeness.trainer.datasets import DatasetCatalog, PhotoSources
 from likeness.trainer.devices import device_slots
 from likeness.trainer.jobs import TrainingJobs
 from likeness.trainer.leases import LeaseQueue
@@ -37,6 +37,8 @@ from likeness.trainer.states import JobState
 from likeness.trainer.store import STOP_CHANNEL, WORK_CHANNEL, JobStore
 from likeness.trainer.supervisor import WorkerOptions, WorkerSupervisor
 from likeness.trainer.watch import EventFollower
+from likeness.trainer.webhook_dispatcher import WebhookDispatcher
+from likeness.trainer.webhooks import WebhookOutbox
 from likeness_client.v1 import trainer_service_pb2 as pb
 
 log = logging.getLogger("likeness.trainer")
@@ -76,6 +78,18 @@ class TrainerComponent:
             default_base_model=settings.default_base_model,
             worker_devices=[slot.worker_device for slot in slots],
         )
+        self.webhook_outbox = WebhookOutbox(self.database)
+        # The API replicas send the webhooks; workers only queue them with the events they write.
+        self.dispatcher: WebhookDispatcher | None = None
+        if self.role != "worker":
+            self.dispatcher = WebhookDispatcher(
+                self.webhook_outbox,
+                settings.webhook_policy,
+                timeout_seconds=settings.webhook_timeout_seconds,
+                max_attempts=settings.webhook_max_attempts,
+                backoff_seconds=settings.webhook_backoff_seconds,
+                poll_seconds=min(1.0, max(settings.webhook_backoff_seconds, 0.05)),
+            )
         self.jobs = TrainingJobs(
             self.store,
             self.storage,
@@ -85,6 +99,15 @@ class TrainerComponent:
             queue_capacity=settings.trainer_queue_capacity,
             work_available=work_available,
             heartbeat_now=heartbeat_now,
+            webhook_policy=settings.webhook_policy,
+            photo_sources=PhotoSources(
+                self.storage,
+                settings.fetch_policy,
+                max_bytes=settings.fetch_max_mb * 1024 * 1024,
+                timeout_seconds=settings.fetch_timeout_seconds,
+            ),
+            webhook_outbox=self.webhook_outbox,
+            on_event_written=self._event_written,
         )
         eraser = Eraser(
             self.database,
@@ -114,7 +137,7 @@ class TrainerComponent:
                 options,
                 work_available=work_available,
                 heartbeat_now=heartbeat_now,
-                on_event_written=self.follower.notify,
+                on_event_written=self._event_written,
             )
             for slot in slots
         ]
@@ -123,6 +146,12 @@ class TrainerComponent:
         self._monitor: asyncio.Task[None] | None = None
         self._report_health: Callable[[bool], object] | None = None
         self._database_up = True
+
+    def _event_written(self, job_id: str) -> None:
+        """This process wrote an event of `job_id`: wake its watchers' poller and the webhook dispatcher."""
+        self.follower.notify(job_id)
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
 
     def register(self, server: grpc.aio.Server) -> None:
         if self.role != "worker":
@@ -141,6 +170,8 @@ class TrainerComponent:
         if self.settings.default_base_model in self.catalog:
             await asyncio.to_thread(self.catalog.resolve, self.settings.default_base_model)
         await self.follower.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
         for supervisor in self.supervisors:
             supervisor.start()
         if self.supervisors and self.database.is_postgresql:
@@ -189,5 +220,7 @@ class TrainerComponent:
                 await self._monitor
         self._listener_stop.set()
         await asyncio.gather(*(asyncio.to_thread(s.stop, grace_seconds) for s in self.supervisors))
+        if self.dispatcher is not None:
+            await asyncio.to_thread(self.dispatcher.stop, min(grace_seconds, self.settings.webhook_timeout_seconds))
         await self.follower.stop()
         await asyncio.to_thread(self.database.dispose)

@@ -28,6 +28,7 @@ from likeness.trainer.jobs import TrainingJobs
 from likeness.trainer.states import TERMINAL_STATES, JobEventType, JobState
 from likeness.trainer.store import JobRecord, as_datetime
 from likeness.trainer.watch import EventFollower
+from likeness.trainer.webhooks import DeliveryState, JobWebhook
 from likeness_client.v1 import trainer_service_pb2 as pb
 from likeness_client.v1 import trainer_service_pb2_grpc as pb_grpc
 from likeness_client.v1 import types_pb2
@@ -157,7 +158,51 @@ def subject_model_to_pb(model: dict[str, Any]) -> types_pb2.SubjectModel:
     return convert.subject_model_to_pb(manifest, size_bytes=int(model.get("size_bytes", 0)))
 
 
-def job_to_pb(record: JobRecord, queue_position: int = 0) -> pb.TrainingJob:
+DELIVERY_STATE_TO_PB = {
+    state: cast(pb.WebhookDeliveryState, pb.WebhookDeliveryState.Value(f"WEBHOOK_DELIVERY_STATE_{state.value}"))
+    for state in DeliveryState
+}
+
+
+def webhook_to_pb(job: pb.TrainingJob, hook: JobWebhook) -> None:
+    """Fills a job's webhook (never its secret) and its latest deliveries, newest first."""
+    job.webhook.CopyFrom(
+        pb.Webhook(
+            url=hook.webhook.url,
+            send_progress=hook.webhook.send_progress,
+            progress_interval_seconds=hook.webhook.progress_interval_seconds,
+        )
+    )
+    for delivery in hook.deliveries:
+        message = job.webhook_deliveries.add(
+            delivery_id=delivery.delivery_id,
+            event_type=delivery.event_type,
+            sequence=delivery.sequence,
+            attempts=delivery.attempts,
+            state=DELIVERY_STATE_TO_PB[delivery.state],
+            last_http_status=delivery.last_http_status,
+            last_error=delivery.last_error,
+        )
+        if delivery.last_attempt_time is not None:
+            message.last_attempt_time.CopyFrom(cast(Timestamp, timestamp(as_datetime(delivery.last_attempt_time))))
+        if delivery.next_attempt_time is not None:
+            message.next_attempt_time.CopyFrom(cast(Timestamp, timestamp(as_datetime(delivery.next_attempt_time))))
+
+
+def webhook_request(request: pb.CreateTrainingJobRequest) -> dict[str, Any] | None:
+    """The request's webhook as the plain values `TrainingJobs.create_job` validates; None when unset."""
+    if not request.HasField("webhook"):
+        return None
+    hook = request.webhook
+    return {
+        "url": hook.url,
+        "secret": hook.secret,
+        "send_progress": hook.send_progress,
+        "progress_interval_seconds": hook.progress_interval_seconds,
+    }
+
+
+def job_to_pb(record: JobRecord, queue_position: int = 0, webhook: JobWebhook | None = None) -> pb.TrainingJob:
     job = pb.TrainingJob(
         job_id=record.job_id,
         state=STATE_TO_PB[record.state],
@@ -177,6 +222,8 @@ def job_to_pb(record: JobRecord, queue_position: int = 0) -> pb.TrainingJob:
         job.start_time.CopyFrom(cast(Timestamp, timestamp(as_datetime(record.start_time))))
     if record.end_time is not None:
         job.end_time.CopyFrom(cast(Timestamp, timestamp(as_datetime(record.end_time))))
+    if webhook is not None:
+        webhook_to_pb(job, webhook)
     return job
 
 
@@ -282,7 +329,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
 
     async def _jobs_to_pb(self, records: list[JobRecord]) -> list[pb.TrainingJob]:
         positions = await asyncio.to_thread(self.jobs.queue_positions, records)
-        return [job_to_pb(record, positions.get(record.job_id, 0)) for record in records]
+        hooks = await asyncio.to_thread(self.jobs.webhooks_of, records)
+        return [job_to_pb(record, positions.get(record.job_id, 0), hooks.get(record.job_id)) for record in records]
 
     def _prepare_options(self, options: pb.DatasetOptions, base_model: str, resolution: int):
         return datasets.prepare_options(
@@ -308,9 +356,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             chunk = request.photo_chunk
             collector.add(chunk.file_name, chunk.data, chunk.caption)
         if options.photo_uris:
-            await asyncio.to_thread(
-                datasets.photos_from_storage, self.storage, tenant, list(options.photo_uris), collector
-            )
+            await asyncio.to_thread(self.jobs.photo_sources.collect, tenant, list(options.photo_uris), collector)
         prepare_options = await asyncio.to_thread(self._prepare_options, options, "", 0)
         catalog = self.jobs.datasets
         manifest, report = await asyncio.to_thread(
@@ -337,8 +383,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             PhotoInput(p.file_name or f"photo-{i:03d}", p.data, p.caption or None) for i, p in enumerate(request.photos)
         ]
         spec = spec_to_dict(request.spec)
+        photo_uris = list(request.dataset_options.photo_uris)
         options = None
-        if photos:
+        if photos or photo_uris:
             options = await asyncio.to_thread(
                 self._prepare_options,
                 request.dataset_options,
@@ -354,6 +401,8 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
             photos=photos,
             dataset_options=options,
             dataset_name=request.dataset_options.display_name,
+            photo_uris=photo_uris,
+            webhook=webhook_request(request),
         )
         return pb.CreateTrainingJobResponse(job=await self._job_to_pb(record), existing=existing)
 

@@ -29,6 +29,7 @@ from likeness.controlplane.schema import datasets, job_events, job_leases, subje
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from likeness.identity.quotas import Quotas
 from likeness.storage.layout import new_id
+from likeness.trainer import webhooks
 from likeness.trainer.config import TrainingConfig
 from likeness.trainer.states import TERMINAL_STATES, JobEventType, JobState, StopRequest
 
@@ -158,6 +159,8 @@ def append_event(
             payload=finite_json(payload),
         )
     )
+    # The job's webhook delivery, if it has one, commits (or rolls back) with the event.
+    webhooks.enqueue(connection, job_id, sequence, event_type, payload)
     return sequence
 
 
@@ -210,11 +213,12 @@ class JobStore:
         idempotency_key: str = "",
         priority: int = 0,
         request_digest: str = "",
+        webhook: webhooks.WebhookConfig | None = None,
     ) -> tuple[JobRecord, bool]:
         """Queues a job; returns (record, existing). `existing` is True when the idempotency key matched.
 
-        One transaction under the `create-job` lock: the key lookup, the capacity check, the insert and the first
-        event, so two replicas that create with the same key at the same instant make one job.
+        One transaction under the `create-job` lock: the key lookup, the capacity check, the insert, the webhook
+        and the first event, so two replicas that create with the same key at the same instant make one job.
         """
         if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise InvalidArgument(f"must be at most {MAX_IDEMPOTENCY_KEY} characters", field="idempotency_key")
@@ -249,6 +253,8 @@ class JobStore:
                         create_time=db_now(),
                     )
                 )
+                if webhook is not None:
+                    webhooks.save_webhook(connection, job_id, webhook)
                 append_event(connection, job_id, JobEventType.STATE_CHANGED, {"state": "QUEUED", "message": ""})
                 self.database.notify(connection, WORK_CHANNEL)
         except IntegrityError:
