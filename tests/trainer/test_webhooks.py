@@ -322,6 +322,7 @@ def test_refused_webhooks_are_invalid_argument_naming_the_field(service):
         ("", SECRET): ("webhook.url", "https://"),
         ("https://user:pw@127.0.0.1/x", SECRET): ("webhook.url", "user name or password"),
         ("http://127.0.0.1:9/hook", "too-short"): ("webhook.secret", "16"),
+        ("http://127.0.0.1:9/hook", "whsec_too-short!not-base64"): ("webhook.secret", "base64"),
     }
     for (url, secret), (field, why) in cases.items():
         with pytest.raises(errors.InvalidArgument) as caught:

@@ -29,6 +29,7 @@ from likeness.errors import InvalidArgument
 from likeness.net.egress import EgressPolicy, EgressRefused, EgressUnresolved
 from likeness.storage.layout import new_id
 from likeness.trainer.states import JobEventType, JobState
+from likeness_client.webhooks import signing_key
 
 STATE_CHANGED_EVENT = "training_job.state_changed"
 PROGRESS_EVENT = "training_job.progress"
@@ -101,6 +102,10 @@ def validate_webhook(
             f"generate a random one, e.g. 32 bytes in base64",
             field="webhook.secret",
         )
+    try:
+        signing_key(secret)
+    except ValueError as error:
+        raise InvalidArgument(str(error), field="webhook.secret") from None
     if not 0 <= progress_interval_seconds <= MAX_PROGRESS_INTERVAL_SECONDS:
         raise InvalidArgument(
             f"must be between 0 (for {DEFAULT_PROGRESS_INTERVAL_SECONDS} s) and {MAX_PROGRESS_INTERVAL_SECONDS} seconds",
