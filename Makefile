@@ -39,20 +39,20 @@ demo: setup
 test: setup tools proto-check
 	cd protos && ../tools/node_modules/.bin/buf lint
 	cd protos && ../tools/node_modules/.bin/buf breaking --against released/likeness-v1.binpb
-	$(VENV)/bin/ruff check services tests bench scripts
-	$(VENV)/bin/ruff format --check services tests bench scripts
+	$(VENV)/bin/ruff check services tests bench scripts clients/python
+	$(VENV)/bin/ruff format --check services tests bench scripts clients/python
 	$(VENV)/bin/mypy
 	cd services && ../$(VENV)/bin/mypy --config-file mypy.ini likeness
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup tools
-	$(VENV)/bin/ruff check services tests bench scripts
-	$(VENV)/bin/ruff format --check services tests bench scripts
+	$(VENV)/bin/ruff check services tests bench scripts clients/python
+	$(VENV)/bin/ruff format --check services tests bench scripts clients/python
 	cd protos && ../tools/node_modules/.bin/buf lint
 
 format: setup
-	$(VENV)/bin/ruff format services tests bench scripts
-	$(VENV)/bin/ruff check --fix services tests bench scripts
+	$(VENV)/bin/ruff format services tests bench scripts clients/python
+	$(VENV)/bin/ruff check --fix services tests bench scripts clients/python
 
 # One `buf generate` (buf.gen.yaml) writes the Python, TypeScript and Go code; see scripts/gen_protos.py.
 proto: setup tools
