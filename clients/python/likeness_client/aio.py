@@ -20,14 +20,7 @@ import grpc.aio
 
 from likeness_client import errors
 from likeness_client._wire import HEALTH_CHECK_METHOD, HEALTH_SERVING_STATUS, HealthCheckRequest, HealthCheckResponse
-from likeness_client.channel import (
-    MAX_MESSAGE_BYTES,
-    Endpoints,
-    aio_channel,
-    api_key_or_env,
-    channel_credentials,
-    channel_options,
-)
+from likeness_client.channel import ClientBase, aio_channel
 from likeness_client.messages import (
     UPLOAD_CHUNK_BYTES,
     ArtifactWriter,
@@ -48,54 +41,17 @@ from likeness_client.messages import (
 from likeness_client.status import translate_error
 from likeness_client.sync import ERASE_TIMEOUT_SECONDS
 from likeness_client.v1 import gallery_service_pb2 as gallery_pb
-from likeness_client.v1 import gallery_service_pb2_grpc as gallery_grpc
 from likeness_client.v1 import inference_service_pb2 as inference_pb
-from likeness_client.v1 import inference_service_pb2_grpc as inference_grpc
 from likeness_client.v1 import trainer_service_pb2 as trainer_pb
-from likeness_client.v1 import trainer_service_pb2_grpc as trainer_grpc
 
 
-class AsyncLikenessClient:
+class AsyncLikenessClient(ClientBase):
     """Asyncio client for the trainer, inference and gallery services; the arguments are `LikenessClient`'s.
 
     Create it inside a running event loop (grpc.aio channels belong to the loop that made them).
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        trainer_address: str | None = None,
-        inference_address: str | None = None,
-        gallery_address: str | None = None,
-        api_key: str | None = None,
-        tls_ca_file: str | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_reconnects: int = 10,
-        reconnect_backoff: float = 0.2,
-        retries: bool = True,
-    ) -> None:
-        self.endpoints = Endpoints.resolve(
-            address,
-            trainer_address=trainer_address,
-            inference_address=inference_address,
-            gallery_address=gallery_address,
-        )
-        self.address = self.endpoints.trainer
-        secure = channel_credentials(tls_ca_file, credentials)
-        key = api_key_or_env(api_key)
-        options = channel_options(max_message_bytes, retries=retries)
-        self._channels = {target: aio_channel(target, secure, key, options) for target in self.endpoints.distinct()}
-        self.channel = self._channels[self.endpoints.trainer]
-        self.timeout = timeout
-        self.max_message_bytes = max_message_bytes
-        self.max_reconnects = max_reconnects
-        self.reconnect_backoff = reconnect_backoff
-        self.trainer = trainer_grpc.TrainerServiceStub(self._channels[self.endpoints.trainer])
-        self.inference = inference_grpc.InferenceServiceStub(self._channels[self.endpoints.inference])
-        self.gallery = gallery_grpc.GalleryServiceStub(self._channels[self.endpoints.gallery])
+    make_channel = staticmethod(aio_channel)
 
     # --- lifecycle ---
 
@@ -118,11 +74,7 @@ class AsyncLikenessClient:
 
     async def is_serving(self, service: str = "", timeout: float = 5.0) -> bool:
         """True when the health check reports SERVING for `service` ("" for the whole server)."""
-        channel = self.channel
-        for name in ("trainer", "inference", "gallery"):
-            if name in service.lower():
-                channel = self._channels[getattr(self.endpoints, name)]
-        check = channel.unary_unary(
+        check = self._channel_of(service).unary_unary(
             HEALTH_CHECK_METHOD,
             request_serializer=HealthCheckRequest.SerializeToString,
             response_deserializer=HealthCheckResponse.FromString,

@@ -19,6 +19,9 @@ import grpc
 import grpc.aio
 
 from likeness_client import __version__
+from likeness_client.v1 import gallery_service_pb2_grpc as gallery_grpc
+from likeness_client.v1 import inference_service_pb2_grpc as inference_grpc
+from likeness_client.v1 import trainer_service_pb2_grpc as trainer_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 #: Matches the server's default `max_message_mb`; inline photos and generated images must fit in one message.
@@ -206,3 +209,56 @@ def aio_channel(
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
+
+
+class ClientBase:
+    """What both clients hold, set up one way: where each service is (`endpoints`), one channel per distinct address
+    (`channel` is the trainer's, the only one when one address serves everything), the three stubs, and the call
+    settings. Subclasses name the kind of channel in `make_channel` (`sync_channel` or `aio_channel`)."""
+
+    make_channel: Any = None
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        trainer_address: str | None = None,
+        inference_address: str | None = None,
+        gallery_address: str | None = None,
+        api_key: str | None = None,
+        tls_ca_file: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_reconnects: int = 10,
+        reconnect_backoff: float = 0.2,
+        retries: bool = True,
+    ) -> None:
+        self.endpoints = Endpoints.resolve(
+            address,
+            trainer_address=trainer_address,
+            inference_address=inference_address,
+            gallery_address=gallery_address,
+        )
+        self.address = self.endpoints.trainer
+        secure = channel_credentials(tls_ca_file, credentials)
+        key = api_key_or_env(api_key)
+        options = channel_options(max_message_bytes, retries=retries)
+        make_channel = type(self).make_channel
+        self._channels = {target: make_channel(target, secure, key, options) for target in self.endpoints.distinct()}
+        self.channel = self._channels[self.endpoints.trainer]
+        self.trainer = trainer_grpc.TrainerServiceStub(self._channels[self.endpoints.trainer])
+        self.inference = inference_grpc.InferenceServiceStub(self._channels[self.endpoints.inference])
+        self.gallery = gallery_grpc.GalleryServiceStub(self._channels[self.endpoints.gallery])
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self.max_reconnects = max_reconnects
+        self.reconnect_backoff = reconnect_backoff
+
+    def _channel_of(self, service: str) -> Any:
+        """The channel serving a fully qualified service name ("likeness.inference.v1.InferenceService"); the
+        trainer's for "" (the whole server)."""
+        for name in ("trainer", "inference", "gallery"):
+            if f".{name}." in service.lower():
+                return self._channels[getattr(self.endpoints, name)]
+        return self.channel

@@ -28,14 +28,7 @@ import grpc
 
 from likeness_client import errors
 from likeness_client._wire import HEALTH_CHECK_METHOD, HEALTH_SERVING_STATUS, HealthCheckRequest, HealthCheckResponse
-from likeness_client.channel import (
-    MAX_MESSAGE_BYTES,
-    Endpoints,
-    api_key_or_env,
-    channel_credentials,
-    channel_options,
-    sync_channel,
-)
+from likeness_client.channel import ClientBase, sync_channel
 from likeness_client.messages import (
     UPLOAD_CHUNK_BYTES,
     ArtifactWriter,
@@ -55,18 +48,15 @@ from likeness_client.messages import (
 )
 from likeness_client.status import translate_error
 from likeness_client.v1 import gallery_service_pb2 as gallery_pb
-from likeness_client.v1 import gallery_service_pb2_grpc as gallery_grpc
 from likeness_client.v1 import inference_service_pb2 as inference_pb
-from likeness_client.v1 import inference_service_pb2_grpc as inference_grpc
 from likeness_client.v1 import trainer_service_pb2 as trainer_pb
-from likeness_client.v1 import trainer_service_pb2_grpc as trainer_grpc
 from likeness_client.v1 import types_pb2
 
 #: The deadline of erasures, which cancel running jobs first (up to a minute).
 ERASE_TIMEOUT_SECONDS = 120.0
 
 
-class LikenessClient:
+class LikenessClient(ClientBase):
     """Blocking client for the trainer, inference and gallery services.
 
     `address` (default $LIKENESS_ADDRESS, else 127.0.0.1:50051) reaches all three services, as `likeness serve all`
@@ -80,41 +70,7 @@ class LikenessClient:
     `timeout`, when given, is the deadline of unary calls instead; every method also takes its own `timeout`.
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        trainer_address: str | None = None,
-        inference_address: str | None = None,
-        gallery_address: str | None = None,
-        api_key: str | None = None,
-        tls_ca_file: str | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_reconnects: int = 10,
-        reconnect_backoff: float = 0.2,
-        retries: bool = True,
-    ) -> None:
-        self.endpoints = Endpoints.resolve(
-            address,
-            trainer_address=trainer_address,
-            inference_address=inference_address,
-            gallery_address=gallery_address,
-        )
-        self.address = self.endpoints.trainer
-        secure = channel_credentials(tls_ca_file, credentials)
-        key = api_key_or_env(api_key)
-        options = channel_options(max_message_bytes, retries=retries)
-        self._channels = {target: sync_channel(target, secure, key, options) for target in self.endpoints.distinct()}
-        self.channel = self._channels[self.endpoints.trainer]
-        self.timeout = timeout
-        self.max_message_bytes = max_message_bytes
-        self.max_reconnects = max_reconnects
-        self.reconnect_backoff = reconnect_backoff
-        self.trainer = trainer_grpc.TrainerServiceStub(self._channels[self.endpoints.trainer])
-        self.inference = inference_grpc.InferenceServiceStub(self._channels[self.endpoints.inference])
-        self.gallery = gallery_grpc.GalleryServiceStub(self._channels[self.endpoints.gallery])
+    make_channel = staticmethod(sync_channel)
 
     # --- lifecycle ---
 
@@ -135,16 +91,10 @@ class LikenessClient:
         except grpc.RpcError as error:
             raise translate_error(error) from error
 
-    def _health_channel(self, service: str) -> grpc.Channel:
-        for name in ("trainer", "inference", "gallery"):
-            if name in service.lower():
-                return self._channels[getattr(self.endpoints, name)]
-        return self.channel
-
     def is_serving(self, service: str = "", timeout: float = 5.0) -> bool:
         """True when the health check reports SERVING for `service` ("" for the whole server), for example
         "likeness.inference.v1.InferenceService". False while it loads models, drains or cannot be reached."""
-        check: Callable[..., Any] = self._health_channel(service).unary_unary(
+        check: Callable[..., Any] = self._channel_of(service).unary_unary(
             HEALTH_CHECK_METHOD,
             request_serializer=HealthCheckRequest.SerializeToString,
             response_deserializer=HealthCheckResponse.FromString,
