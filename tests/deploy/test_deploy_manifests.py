@@ -51,8 +51,9 @@ MIN_STARTUP_SECONDS = {"trainer": 300, "trainer-worker": 300, "inference": 600, 
 TRAINER_ROLES = {"likeness-trainer-api": ("trainer", "api"), "likeness-trainer-worker": ("trainer-worker", "worker")}
 #: The Secret (and key) holding the control-plane database URL: created by the operator, or by postgres-dev.
 DATABASE_SECRET = ("likeness-database", "url")
-#: Secrets a build may reference without containing them: the operator creates them (docs/deployment.md).
-EXTERNAL_SECRETS = {"likeness-s3", "likeness-database"}
+#: Secrets a build may reference without containing them: the operator creates them (docs/deployment.md; the
+#: studio component's session key: docs/studio.md).
+EXTERNAL_SECRETS = {"likeness-s3", "likeness-database", "likeness-studio"}
 #: The only objects allowed to carry a database password: the dev database's generated Secrets.
 DEV_DATABASE_SECRETS = {("overlays/dev", "likeness-postgres"), ("overlays/dev", "likeness-database")}
 #: The kustomize components: every one must be part of some overlay, so the checks on rendered builds cover it.
