@@ -94,6 +94,11 @@ def test_kubernetes_service_links_are_not_mistaken_for_settings():
     assert load_settings(parse([]), environ=links).port == 50051
     with pytest.raises(InvalidArgument):
         load_settings(parse([]), environ={"LIKENESS_GRPC_PORT": "oops"})
+    # A link whose name is a setting's (the Services `likeness` and `likeness-studio`) is not that setting's value.
+    same_names = {"LIKENESS_STUDIO_PORT": "tcp://10.0.0.7:8080", "LIKENESS_PORT": "tcp://10.0.0.5:50051"}
+    settings = load_settings(parse([]), environ=same_names)
+    assert settings.studio_port == Settings().studio_port and settings.port == 50051
+    assert load_settings(parse([]), environ={"LIKENESS_STUDIO_PORT": "9090"}).studio_port == 9090
 
 
 def test_variables_of_the_sdk_and_the_load_test_are_not_settings():

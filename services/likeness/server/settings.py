@@ -295,7 +295,7 @@ def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, 
         flag_value = getattr(args, f.name, None) if args is not None else None
         if flag_value is not None:
             values[f.name] = _convert(f, flag_value, "--" + f.name.replace("_", "-"))
-        elif _env_name(f.name) in environ:
+        elif _env_name(f.name) in environ and not _INJECTED_LINK.match(environ[_env_name(f.name)]):
             values[f.name] = _convert(f, environ[_env_name(f.name)], _env_name(f.name))
     settings = Settings(**values)
     validate(settings)
@@ -307,6 +307,11 @@ def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, 
 _SERVICE_LINK = re.compile(
     r"^LIKENESS_[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$"
 )
+
+
+#: The value of a service link that shares its name with a setting (the Service `likeness-studio` injects
+#: LIKENESS_STUDIO_PORT=tcp://10.0.0.7:8080 into pods with service links on): never a setting's value.
+_INJECTED_LINK = re.compile(r"^(tcp|udp|sctp)://")
 
 
 def _is_service_link(name: str, value: str) -> bool:
