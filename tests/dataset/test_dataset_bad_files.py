@@ -67,7 +67,8 @@ def bad_set_result():
         PhotoInput("truncated.jpg", full_jpeg[: len(full_jpeg) * 6 // 10]),
         PhotoInput("empty.jpg", b""),
         PhotoInput("notes.jpg", b"Shopping list:\n- milk\n- eggs\n"),
-        PhotoInput("heic.jpg", b"\x00\x00\x00\x18ftypheic" + bytes(64)),
+        PhotoInput("heic.jpg", b"\x00\x00\x00\x18ftypheic" + bytes(64)),  # the header of a HEIC, cut short
+        PhotoInput("avif.jpg", b"\x00\x00\x00\x1cftypavif" + bytes(64)),
         PhotoInput("tiny.png", encode(Image.new("RGB", (1, 1), (255, 0, 0)), "PNG")),
         PhotoInput("bomb.png", png_bomb(100_000, 100_000)),
         PhotoInput("bomb_81mp.png", png_bomb(9_000, 9_000)),
@@ -92,7 +93,8 @@ def bad_set_result():
         ("truncated.jpg", "truncated"),
         ("empty.jpg", "empty_file"),
         ("notes.jpg", "not_an_image"),
-        ("heic.jpg", "unsupported_format"),
+        ("heic.jpg", "corrupt"),
+        ("avif.jpg", "unsupported_format"),
         ("tiny.png", "too_small"),
         ("bomb.png", "decompression_bomb"),
         ("bomb_81mp.png", "decompression_bomb"),
@@ -111,7 +113,8 @@ def test_rejected_with_documented_code(bad_set_result, name, code):
 def test_rejection_texts_explain(bad_set_result):
     _, reports, _ = bad_set_result
     assert "text" in reports["notes.jpg"].reason
-    assert "HEIC" in reports["heic.jpg"].reason
+    assert "HEIC" in reports["heic.jpg"].reason and "damaged" in reports["heic.jpg"].reason
+    assert "AVIF" in reports["avif.jpg"].reason
     assert "1x1" in reports["tiny.png"].reason
     assert "100000x100000" in reports["bomb.png"].reason or "pixels" in reports["bomb.png"].reason
     assert "81 MP" in reports["bomb_81mp.png"].reason

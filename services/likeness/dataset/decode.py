@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from likeness.dataset.options import PrepareOptions
@@ -30,10 +31,6 @@ SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 # Magic bytes of formats people upload that this Pillow build cannot read: a precise "export as JPEG" beats
 # a vague "not an image".
 _KNOWN_UNSUPPORTED = (
-    (4, b"ftypheic", "HEIC"),
-    (4, b"ftypheix", "HEIC"),
-    (4, b"ftyphevc", "HEIC"),
-    (4, b"ftypmif1", "HEIF"),
     (4, b"ftypavif", "AVIF"),
     (0, b"%PDF", "PDF"),
     (0, b"<svg", "SVG"),
@@ -51,8 +48,16 @@ _KNOWN_SUPPORTED = (
     (0, b"II*\x00", "TIFF"),
     (0, b"MM\x00*", "TIFF"),
     (0, b"BM", "BMP"),
+    (4, b"ftypheic", "HEIC"),
+    (4, b"ftypheix", "HEIC"),
+    (4, b"ftyphevc", "HEIC"),
+    (4, b"ftypmif1", "HEIF"),
 )
 _SRGB = ImageCms.createProfile("sRGB")
+
+# HEIC/HEIF, what phones shoot by default, through pillow-heif (libheif in its wheels): Pillow then opens them
+# like any other format, with their EXIF orientation and ICC profile.
+pillow_heif.register_heif_opener()
 
 
 @dataclass
