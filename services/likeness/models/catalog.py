@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.models.arch import TINY_FORMAT_VERSION, TINY_RESOLUTION_LIMIT, ArchInfo, arch_info, check_arch
 from likeness.models.cache import likeness_cache_dir
-from likeness.models.loading import check_safe_weights_path, detect_arch, load_base_pipeline, native_resolution
+from likeness.models.loading import (
+    check_safe_weights_path,
+    detect_arch,
+    load_base_pipeline,
+    native_resolution,
+    weights_variant,
+)
 from likeness.threads import run_in_short_lived_thread
 
 if TYPE_CHECKING:
@@ -40,7 +46,7 @@ BUILTIN_SCHEME = "builtin:"
 FILE_SCHEME = "file:"
 SPEC_FIELD = "base_models"
 MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ENTRY_OPTIONS = ("config", "arch")
+ENTRY_OPTIONS = ("config", "arch", "variant")
 # Temp folders older than this were left by a process that died while materialising a builtin model.
 STALE_TEMP_SECONDS = 3600
 
@@ -116,6 +122,7 @@ class CatalogEntry:
     source: str
     config_dir: str | None = None
     arch: str | None = None
+    variant: str | None = None
 
     @property
     def builtin(self) -> str | None:
@@ -134,6 +141,8 @@ class BaseModelSpec:
     is_tiny: bool
     # The diffusers folder completing a single-file `source`; None for diffusers folders.
     config_dir: Path | None = None
+    # The weights variant of a diffusers folder ("fp16"); None for the plain weights.
+    variant: str | None = None
 
     @property
     def info(self) -> ArchInfo:
@@ -146,7 +155,8 @@ class BaseModelSpec:
 
 
 def parse_catalog_spec(spec: str) -> list[CatalogEntry]:
-    """Parse `ID=SOURCE[|config=DIR][|arch=ARCH],...`; raises `InvalidArgument` naming the bad entry."""
+    """Parse `ID=SOURCE[|config=DIR][|arch=ARCH][|variant=fp16],...`; raises `InvalidArgument` naming the bad
+    entry."""
     entries: list[CatalogEntry] = []
     seen: set[str] = set()
     for raw_entry in spec.split(","):
@@ -192,7 +202,7 @@ def parse_catalog_spec(spec: str) -> list[CatalogEntry]:
                 raise InvalidArgument(f"catalog entry {model_id!r}: {source} is {builtin.arch}", field=SPEC_FIELD)
             # A builtin's architecture is known without materialising it.
             arch = builtin.arch
-        entries.append(CatalogEntry(model_id, source, options.get("config"), arch))
+        entries.append(CatalogEntry(model_id, source, options.get("config"), arch, options.get("variant")))
     return entries
 
 
@@ -244,7 +254,12 @@ class BaseModelCatalog:
         """Load `model_id` as a diffusers pipeline (StableDiffusionPipeline or StableDiffusionXLPipeline)."""
         spec = self.resolve(model_id)
         return load_base_pipeline(
-            spec.source, arch=spec.arch, config_dir=spec.config_dir, torch_dtype=dtype, device=device
+            spec.source,
+            arch=spec.arch,
+            config_dir=spec.config_dir,
+            torch_dtype=dtype,
+            device=device,
+            variant=spec.variant,
         )
 
     def _resolve_entry(self, entry: CatalogEntry) -> BaseModelSpec:
@@ -264,6 +279,11 @@ class BaseModelCatalog:
             raise NotFound(f"config folder {config_dir} of base model {entry.id!r} does not exist", field="base_model")
         arch = entry.arch or detect_arch(source, config_dir=config_dir)
         resolution = native_resolution(source, config_dir=config_dir) or arch_info(arch).default_resolution
+        if entry.variant and source.is_file():
+            raise InvalidArgument(
+                f"base model {entry.id!r}: variant= applies to diffusers folders; {source} is a single file",
+                field="base_model",
+            )
         return BaseModelSpec(
             entry.id,
             source,
@@ -271,6 +291,7 @@ class BaseModelCatalog:
             resolution,
             is_tiny=resolution < TINY_RESOLUTION_LIMIT,
             config_dir=config_dir if source.is_file() else None,
+            variant=weights_variant(source, entry.variant) if source.is_dir() else None,
         )
 
     def _materialise(self, builtin: BuiltinModel) -> Path:

@@ -9,6 +9,7 @@ scheduler complete it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +114,50 @@ def check_safe_weights_path(path: str | Path, *, field: str | None = None) -> Pa
     return path
 
 
+#: A weights file name without `.safetensors`: `model`, `model.fp16`, `model-00001-of-00002`, `model.fp16-00001-of-00002`.
+_WEIGHTS_STEM = re.compile(r"^(?P<name>[^.]+)(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?$")
+
+
+def _weight_variants(component: Path) -> tuple[bool, set[str]]:
+    """(has plain safetensors weights, the variants it has: "fp16" for `model.fp16.safetensors`, ...)."""
+    plain, variants = False, set()
+    for item in component.glob(f"*{SAFE_SUFFIX}"):
+        match = _WEIGHTS_STEM.match(item.name[: -len(SAFE_SUFFIX)])
+        if match is None:
+            continue
+        if match["variant"]:
+            variants.add(match["variant"])
+        else:
+            plain = True
+    return plain, variants
+
+
+def weights_variant(folder: str | Path, requested: str | None = None) -> str | None:
+    """The weights variant to load a diffusers folder with: `requested` (InvalidArgument naming the folder when
+    no component has it), else the variant a download holds without plain weights (an fp16-only download, the
+    usual way to halve the disk), else None (the plain weights)."""
+    folder = Path(folder)
+    found = {component: _weight_variants(component) for component in _component_folders(folder)}
+    everywhere = set().union(*(variants for _, variants in found.values())) if found else set()
+    if requested:
+        if requested not in everywhere:
+            have = ", ".join(sorted(everywhere)) or "none"
+            raise InvalidArgument(
+                f"{folder} has no {requested!r} weights variant (variants there: {have}); drop variant= or "
+                f"download that variant",
+                field="base_model",
+            )
+        return requested
+    lacking_plain = {variant for plain, variants in found.values() if not plain for variant in variants}
+    if len(lacking_plain) > 1:
+        raise InvalidArgument(
+            f"{folder} holds only variant weights ({', '.join(sorted(lacking_plain))}) in some components; name "
+            "the one to load with variant=",
+            field="base_model",
+        )
+    return next(iter(lacking_plain), None)
+
+
 def _arch_from_folder(folder: Path) -> str:
     index = _read_json(folder / "model_index.json")
     class_name = str(index.get("_class_name", ""))
@@ -198,10 +243,12 @@ def load_base_pipeline(
     config_dir: str | Path | None = None,
     torch_dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
+    variant: str | None = None,
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
     """Load a base pipeline from a local diffusers folder or single `.safetensors` file, offline.
 
-    `arch` is detected when omitted. A single file needs `config_dir`, a local diffusers folder of the same
+    `arch` is detected when omitted; so is the weights `variant` of a folder that holds only variant weights
+    (`weights_variant`). A single file needs `config_dir`, a local diffusers folder of the same
     architecture (for a tiny model: the folder the file was exported from, whose VAE config holds the
     calibrated scaling factor). SD 1.x/2.x safety checkers and the SDXL watermarker are not loaded.
     """
@@ -220,7 +267,12 @@ def load_base_pipeline(
     try:
         if path.is_dir():
             pipeline = cls.from_pretrained(
-                str(path), torch_dtype=torch_dtype, use_safetensors=True, local_files_only=True, **extra
+                str(path),
+                torch_dtype=torch_dtype,
+                use_safetensors=True,
+                local_files_only=True,
+                variant=weights_variant(path, variant),
+                **extra,
             )
         else:
             pipeline = _load_single_file(cls, path, Path(config_dir) if config_dir else None, torch_dtype, extra)
