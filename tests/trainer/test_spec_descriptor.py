@@ -64,6 +64,7 @@ SAMPLES: dict[str, Any] = {
     "checkpointing.every_n_steps": 20,
     "checkpointing.keep_last": 3,
     "export_kohya": True,
+    "processes": 2,
     "display_name": "sample job",
     "labels": {"team": "vision"},
 }

@@ -104,6 +104,13 @@ class Settings:
     )
     watch_poll_ms: int = field(default=100, metadata={"help": "how often watchers look for new job events, ms"})
     trainer_queue_capacity: int = field(default=16, metadata={"help": "queued training jobs before refusing"})
+    trainer_processes_per_job: int = field(
+        default=1,
+        metadata={
+            "help": "devices one job trains on, data-parallel under accelerate (a job's spec.processes may ask for "
+            "fewer); with --device cuda each worker slot takes that many GPUs of the node"
+        },
+    )
     trainer_progress_interval_seconds: float = field(
         default=1.0, metadata={"help": "least time between two progress events of a job"}
     )
@@ -352,6 +359,7 @@ def validate(settings: Settings) -> None:
     positive = (
         "max_message_mb",
         "trainer_queue_capacity",
+        "trainer_processes_per_job",
         "inference_queue_capacity",
         "subject_cache_mb",
         "max_batch_images",

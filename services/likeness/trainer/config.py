@@ -38,6 +38,8 @@ MAX_PROMPT_CHARS = 1000
 MAX_LABELS = 64
 MAX_NOUN_CHARS = 64
 MAX_DISPLAY_NAME_CHARS = 200
+#: The most data-parallel processes (devices) one job may ask for: one node's.
+MAX_PROCESSES_PER_JOB = 16
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 2048
 MAX_VALIDATION_STEPS = 150
@@ -124,6 +126,8 @@ class TrainingConfig:
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     checkpointing: CheckpointSettings = field(default_factory=CheckpointSettings)
     export_kohya: bool = False
+    #: Data-parallel processes (one per device); 0: the trainer's --trainer-processes-per-job.
+    processes: int = 0
     display_name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -257,6 +261,7 @@ class _SpecReader:
         config.dataset_id = _text(spec.get("dataset_id"), "spec.dataset_id", limit=128)
         config.display_name = _text(spec.get("display_name"), "spec.display_name", limit=MAX_DISPLAY_NAME_CHARS)
         config.export_kohya = bool(spec.get("export_kohya", False))
+        config.processes = _integer(spec.get("processes"), "spec.processes", 0, MAX_PROCESSES_PER_JOB, 0)
         config.labels = _labels(spec.get("labels") or {})
         self._hyperparameters(config, self._section("hyperparameters"), default_seed)
         self._lora(config, self._section("lora"))

@@ -52,12 +52,13 @@ class TrainerComponent:
     """Serves likeness.trainer.v1.TrainerService (roles api, all) and trains leased jobs (roles worker, all).
 
     `metric_hooks` ("package.module:function") add metrics to every published subject model's manifest;
-    `processes_per_job` > 1 trains each job data-parallel on that many processes under `accelerate launch`.
+    `settings.trainer_processes_per_job` > 1 trains each job data-parallel on that many processes (devices) under
+    `accelerate launch`; a job's `spec.processes` may ask for fewer.
     """
 
     name = "trainer"
 
-    def __init__(self, settings: Settings, *, metric_hooks: Sequence[str] = (), processes_per_job: int = 1) -> None:
+    def __init__(self, settings: Settings, *, metric_hooks: Sequence[str] = ()) -> None:
         self.settings = settings
         self.role = settings.role
         # A worker serves health and metrics only: it neither registers nor advertises TrainerService.
@@ -70,7 +71,8 @@ class TrainerComponent:
         work_available, heartbeat_now = Wakeup(), Wakeup()
         self._work_available, self._heartbeat_now = work_available, heartbeat_now
         self.follower = EventFollower(self.store, poll_seconds=settings.watch_poll_ms / 1000.0)
-        slots = device_slots(settings.device) if self.role in ("worker", "all") else []
+        processes_per_job = settings.trainer_processes_per_job
+        slots = device_slots(settings.device, processes_per_job) if self.role in ("worker", "all") else []
         self.datasets = DatasetCatalog(self.storage, self.store)
         validator = SpecValidator(
             self.catalog,

@@ -65,6 +65,15 @@ class DeviceSlot:
     name: str
     worker_device: str
     env: Mapping[str, str] = field(default_factory=dict)
+    #: Devices a job may span here: GPUs of the slot, or processes sharing the CPU.
+    devices: int = 1
+
+    def environment_for(self, processes: int) -> Mapping[str, str]:
+        """The slot's environment for a job on `processes` of its devices (the first ones)."""
+        visible = self.env.get("CUDA_VISIBLE_DEVICES")
+        if visible is None or processes >= self.devices:
+            return self.env
+        return {**self.env, "CUDA_VISIBLE_DEVICES": ",".join(visible.split(",")[:processes])}
 
 
 @dataclass
@@ -204,6 +213,7 @@ class WorkerSupervisor:
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._process: TrainingProcess | None = None
+        self._process_is_warm = False
         self._control: JobControl | None = None
         self._current: Lease | None = None
         self.jobs_run = 0
@@ -255,10 +265,11 @@ class WorkerSupervisor:
             self._run(lease, claimed_at)
 
     def ensure_warm_process(self) -> None:
-        if self._process is not None and self._process.alive():
+        if self._process is not None and self._process.alive() and self._process_is_warm:
             return
-        if self._process is not None:
+        if self._process is not None and self._process_is_warm:
             log.warning("training process died; starting a new one", extra={"worker": self.worker_id})
+        self._process_is_warm = True
         self._process = TrainingProcess(self.command(["--serve"]), self.environment(), self.worker_id)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline and not self.stopping.is_set():
@@ -278,12 +289,16 @@ class WorkerSupervisor:
         assert self._process is not None, "ensure_warm_process() first"
         return self._process
 
-    def start_one_shot_process(self, job_file: Path) -> TrainingProcess:
+    def start_one_shot_process(self, job_file: Path, processes: int) -> TrainingProcess:
         """A process for one data-parallel job (`accelerate launch ... --job-file`); it exits when the job ends."""
-        self._process = TrainingProcess(self.command(["--job-file", str(job_file)]), self.environment(), self.worker_id)
+        if self._process is not None and self._process_is_warm:
+            self._process.close()  # its base model must not hold the devices the job's processes need
+        command = self.command(["--job-file", str(job_file)], processes)
+        self._process_is_warm = False
+        self._process = TrainingProcess(command, self.environment(processes), self.worker_id)
         return self._process
 
-    def command(self, mode: list[str]) -> list[str]:
+    def command(self, mode: list[str], processes: int = 1) -> list[str]:
         args = [
             "-m", "likeness.trainer.worker", *mode,
             "--storage-url", self.options.storage_url,
@@ -298,7 +313,6 @@ class WorkerSupervisor:
             args += ["--metric-hook", hook]
         if self.options.preload_base_model and "--serve" in mode:
             args += ["--preload-base-model", self.options.preload_base_model]
-        processes = self.options.processes_per_job
         if processes <= 1:
             return [sys.executable, *args]
         # torchrun-style launch; on CPUs the processes talk over gloo (Accelerator(cpu=True) picks MULTI_CPU).
@@ -308,8 +322,9 @@ class WorkerSupervisor:
             *args,
         ]  # fmt: skip
 
-    def environment(self) -> dict[str, str]:
-        env = {**os.environ, **self.slot.env, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    def environment(self, processes: int = 1) -> dict[str, str]:
+        slot_env = self.slot.environment_for(processes) if processes > 1 else self.slot.environment_for(1)
+        env = {**os.environ, **slot_env, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         if self.options.torch_threads:
             env["OMP_NUM_THREADS"] = str(self.options.torch_threads)
             env["LIKENESS_TORCH_THREADS"] = str(self.options.torch_threads)
@@ -399,17 +414,30 @@ class _JobRun:
 
     def run(self, work_dir: Path) -> None:
         supervisor = self.supervisor
+        processes = int(self.lease.config.get("processes") or 0) or supervisor.options.processes_per_job
+        if processes > supervisor.slot.devices:
+            self.finish(
+                JobState.FAILED,
+                f"the job asks for {processes} processes (spec.processes), but this worker's slots span "
+                f"{supervisor.slot.devices} device(s); ask for fewer, or run workers with "
+                f"--trainer-processes-per-job {processes} on nodes with that many GPUs",
+            )
+            return
+        if processes > 1:
+            self._event(
+                JobEventType.STATE_CHANGED,
+                {"state": "RUNNING", "message": f"data-parallel on {processes} processes ({supervisor.slot.name})"},
+            )
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            if supervisor.options.processes_per_job > 1:
+            if processes > 1:
                 job_file = work_dir / "job.json"
                 job_file.write_text(
                     json.dumps({"job": self.lease.job_message(), "control_file": str(self.control.path)}),
                     encoding="utf-8",
                 )
-                process = supervisor.start_one_shot_process(job_file)
+                process = supervisor.start_one_shot_process(job_file, processes)
             else:
-                if attempt > 1:
-                    supervisor.ensure_warm_process()
+                supervisor.ensure_warm_process()  # at once while alive; a new one after a crash or a one-shot job
                 process = supervisor.warm_process
                 process.send(encode_run_command(self.lease.job_message(), self.control.path))
             outcome, crash = self._relay(process)

@@ -263,7 +263,7 @@ class CheckpointConfig(_message.Message):
     def __init__(self, every_n_steps: _Optional[int] = ..., keep_last: _Optional[int] = ...) -> None: ...
 
 class TrainingJobSpec(_message.Message):
-    __slots__ = ("base_model", "identifier", "class_noun", "method", "dataset_id", "instance_prompt", "hyperparameters", "lora", "prior_preservation", "validation", "checkpointing", "export_kohya", "display_name", "labels")
+    __slots__ = ("base_model", "identifier", "class_noun", "method", "dataset_id", "instance_prompt", "hyperparameters", "lora", "prior_preservation", "validation", "checkpointing", "export_kohya", "display_name", "labels", "processes")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +285,7 @@ class TrainingJobSpec(_message.Message):
     EXPORT_KOHYA_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
     base_model: str
     identifier: str
     class_noun: str
@@ -299,7 +300,8 @@ class TrainingJobSpec(_message.Message):
     export_kohya: bool
     display_name: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, base_model: _Optional[str] = ..., identifier: _Optional[str] = ..., class_noun: _Optional[str] = ..., method: _Optional[_Union[_types_pb2.TrainingMethod, str]] = ..., dataset_id: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., prior_preservation: _Optional[_Union[PriorPreservation, _Mapping]] = ..., validation: _Optional[_Union[ValidationConfig, _Mapping]] = ..., checkpointing: _Optional[_Union[CheckpointConfig, _Mapping]] = ..., export_kohya: _Optional[bool] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    processes: int
+    def __init__(self, base_model: _Optional[str] = ..., identifier: _Optional[str] = ..., class_noun: _Optional[str] = ..., method: _Optional[_Union[_types_pb2.TrainingMethod, str]] = ..., dataset_id: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., prior_preservation: _Optional[_Union[PriorPreservation, _Mapping]] = ..., validation: _Optional[_Union[ValidationConfig, _Mapping]] = ..., checkpointing: _Optional[_Union[CheckpointConfig, _Mapping]] = ..., export_kohya: _Optional[bool] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., processes: _Optional[int] = ...) -> None: ...
 
 class TrainingProgress(_message.Message):
     __slots__ = ("step", "total_steps", "loss", "learning_rate", "steps_per_second", "images_per_second", "eta_seconds")

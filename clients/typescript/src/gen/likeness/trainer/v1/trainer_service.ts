@@ -537,6 +537,12 @@ export interface TrainingJobSpec {
   displayName: string;
   /** Free-form labels for the caller's bookkeeping. */
   labels: { [key: string]: string };
+  /**
+   * Processes to train data-parallel on (accelerate), one per device: 2 spans two GPUs of a worker's node. 0 uses
+   * the trainer's --trainer-processes-per-job (default 1). A job asking for more devices than a worker's slot has
+   * fails with a message saying so.
+   */
+  processes: number;
 }
 
 export interface TrainingJobSpec_LabelsEntry {
@@ -3096,6 +3102,7 @@ function createBaseTrainingJobSpec(): TrainingJobSpec {
     exportKohya: false,
     displayName: "",
     labels: {},
+    processes: 0,
   };
 }
 
@@ -3143,6 +3150,9 @@ export const TrainingJobSpec: MessageFns<TrainingJobSpec> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       TrainingJobSpec_LabelsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
     });
+    if (message.processes !== 0) {
+      writer.uint32(120).int32(message.processes);
+    }
     return writer;
   },
 
@@ -3274,6 +3284,14 @@ export const TrainingJobSpec: MessageFns<TrainingJobSpec> = {
             }
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.processes = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3343,6 +3361,7 @@ export const TrainingJobSpec: MessageFns<TrainingJobSpec> = {
           {},
         )
         : {},
+      processes: isSet(object.processes) ? globalThis.Number(object.processes) : 0,
     };
   },
 
@@ -3396,6 +3415,9 @@ export const TrainingJobSpec: MessageFns<TrainingJobSpec> = {
         });
       }
     }
+    if (message.processes !== 0) {
+      obj.processes = Math.round(message.processes);
+    }
     return obj;
   },
 
@@ -3436,6 +3458,7 @@ export const TrainingJobSpec: MessageFns<TrainingJobSpec> = {
       },
       {},
     );
+    message.processes = object.processes ?? 0;
     return message;
   },
 };
