@@ -5,6 +5,7 @@ A checkpoint folder holds everything needed to continue the same run:
     trainable.safetensors   the trained parameters only (LoRA weights, or the full UNet / text encoder)
     optimizer.pt            the optimizer state (AdamW moments); loaded with weights_only=True
     scheduler.pt            the learning-rate scheduler state
+    scaler.pt               the fp16 loss scaler's state (scale, growth tracker), in fp16 runs only
     rng-{rank}.pt           each process's Python / NumPy / torch (CPU and CUDA) random state
     state.json              step, seed, loss history, smoothed loss; written last, it marks the folder complete
 
@@ -33,6 +34,7 @@ STATE_NAME = "state.json"
 TRAINABLE_NAME = "trainable.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
+SCALER_NAME = "scaler.pt"
 FORMAT_VERSION = 1
 
 
@@ -90,20 +92,34 @@ def write_checkpoint(
     optimizer: Any,
     lr_scheduler: Any,
     training_state: dict[str, Any],
+    scaler: Any = None,
 ) -> None:
-    """Writes the main process's part of a checkpoint (everything but the other processes' RNG files)."""
+    """Writes the main process's part of a checkpoint (everything but the other processes' RNG files).
+
+    `scaler` is the fp16 run's gradient scaler (accelerate's `accelerator.scaler`): without its scale and growth
+    tracker a resumed fp16 run would start over from the initial scale, skipping steps the uninterrupted run took.
+    """
     tensors = {key: param.detach().to("cpu").contiguous() for key, param in _trainable_parameters(modules).items()}
     save_file(tensors, str(folder / TRAINABLE_NAME))
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_NAME)
     torch.save(lr_scheduler.state_dict(), folder / SCHEDULER_NAME)
+    if scaler is not None:
+        torch.save(scaler.state_dict(), folder / SCALER_NAME)
     state = {"format_version": FORMAT_VERSION, "step": step, **training_state}
     (folder / STATE_NAME).write_text(json.dumps(state, allow_nan=True), encoding="utf-8")
 
 
 def read_checkpoint(
-    folder: Path, *, modules: dict[str, torch.nn.Module], optimizer: Any, lr_scheduler: Any, rank: int
+    folder: Path,
+    *,
+    modules: dict[str, torch.nn.Module],
+    optimizer: Any,
+    lr_scheduler: Any,
+    rank: int,
+    scaler: Any = None,
 ) -> dict[str, Any]:
-    """Restores parameters, optimizer, scheduler and this process's RNG from `folder`; returns state.json."""
+    """Restores parameters, optimizer, scheduler, the fp16 scaler (when the run has one and the checkpoint holds
+    its state) and this process's RNG from `folder`; returns state.json."""
     state_path = folder / STATE_NAME
     if not state_path.is_file():
         raise FailedPrecondition(f"checkpoint {folder} is incomplete (no {STATE_NAME})")
@@ -121,6 +137,8 @@ def read_checkpoint(
             param.copy_(saved[key].to(param.device, param.dtype))
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_NAME, weights_only=True))
     lr_scheduler.load_state_dict(torch.load(folder / SCHEDULER_NAME, weights_only=True))
+    if scaler is not None and (folder / SCALER_NAME).is_file():
+        scaler.load_state_dict(torch.load(folder / SCALER_NAME, weights_only=True))
     _restore_rng_state(folder, rank)
     return state
 

@@ -447,6 +447,7 @@ class _Run:
                 modules=self.trainable_modules(),
                 optimizer=self.optimizer,
                 lr_scheduler=self.lr_scheduler,
+                scaler=self.accelerator.scaler,
                 training_state={
                     "seed": self.config.seed,
                     "total_steps": self.config.max_train_steps,
@@ -469,6 +470,7 @@ class _Run:
             optimizer=self.optimizer,
             lr_scheduler=self.lr_scheduler,
             rank=self.rank,
+            scaler=self.accelerator.scaler,
         )
         step = int(state["step"])
         if step > self.config.max_train_steps:
