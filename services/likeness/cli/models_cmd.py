@@ -1,4 +1,4 @@
-"""`likeness models create-tiny|list`: make tiny test base models and show the base model catalog."""
+"""`likeness models create-tiny|list|import`: make tiny test base models, show the catalog, check a model for it."""
 
 from __future__ import annotations
 
@@ -46,11 +46,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     listing.set_defaults(func=run)
 
+    importing = actions.add_parser(
+        "import",
+        help="check a downloaded model and print its catalog entry",
+        description="Check a diffusers folder or single .safetensors checkpoint (pickle weights, truncated or "
+        "damaged files, the architecture, the weights variant) from the files' headers, without loading weights; "
+        f"report its architecture, precision, size and native resolution, and print the entry to add to "
+        f"${BASE_MODELS_ENV}.",
+    )
+    importing.add_argument("path", type=Path, metavar="PATH", help="a diffusers folder or a .safetensors file")
+    importing.add_argument("--id", dest="model_id", default="", help="catalog id (default: the folder or file name)")
+    importing.add_argument(
+        "--config", type=Path, default=None, help="for a single file: the diffusers folder of its configs"
+    )
+    importing.add_argument("--variant", default=None, help="the weights variant to load (e.g. fp16); default: detected")
+    importing.set_defaults(func=run)
+
 
 def run(args: argparse.Namespace) -> int:
     if args.models_command == "create-tiny":
         return _create_tiny(args.arch, args.seed, args.directory)
+    if args.models_command == "import":
+        return _import(args.path, args.model_id, args.config, args.variant)
     return _list_catalog(args.base_models)
+
+
+def _import(path: Path, model_id: str, config: Path | None, variant: str | None) -> int:
+    import re
+
+    from likeness.models.inspect import inspect_model
+
+    report = inspect_model(path, config_dir=config, variant=variant)
+    name = model_id or re.sub(r"[^A-Za-z0-9._-]+", "-", report.path.stem if report.path.is_file() else report.path.name)
+    entry = report.catalog_entry(name)
+    print(f"architecture  {report.arch}")
+    print(f"precision     {report.precision}{f' (variant {report.variant})' if report.variant else ''}")
+    print(f"weights       {report.size_bytes / 2**30:.2f} GiB, {report.parameters / 1e6:.0f} M parameters")
+    print(f"resolution    {report.resolution or 'unknown'} px (native)")
+    if report.path.is_file() and report.config_dir is None:
+        print("note          a single file loads offline with --config DIR, a diffusers folder of the same architecture")
+    print(f"catalog entry {entry}")
+    current = os.environ.get(BASE_MODELS_ENV, "")
+    print(f"{BASE_MODELS_ENV}={current + ',' if current else ''}{entry}")
+    return 0
 
 
 def _create_tiny(arch: str, seed: int, directory: Path) -> int:

@@ -1,0 +1,133 @@
+"""What a base model on disk is, before a catalog names it: architecture, weights variant, precision, size and
+native resolution, read from the files' headers (no weights are loaded), with every problem a clear error that
+names the file and what to do (`likeness models import`)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from likeness.errors import InvalidArgument, NotFound
+from likeness.models.loading import (
+    SAFE_SUFFIX,
+    check_safe_weights_path,
+    detect_arch,
+    native_resolution,
+    weights_variant,
+)
+
+#: safetensors dtype names -> what a person calls them.
+_PRECISIONS = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64", "F8_E4M3": "fp8", "F8_E5M2": "fp8"}
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """A base model as `likeness models import` reports it."""
+
+    path: Path
+    arch: str
+    variant: str | None
+    precision: str  # the floating-point type of most of the weights: fp32, fp16, bf16 (or "mixed: ...")
+    size_bytes: int  # the weights files that load (the chosen variant's)
+    parameters: int
+    resolution: int
+    config_dir: Path | None
+
+    def catalog_entry(self, model_id: str) -> str:
+        """The entry to add to the catalog spec (LIKENESS_BASE_MODELS)."""
+        options = [f"arch={self.arch}"]
+        if self.config_dir is not None:
+            options.append(f"config={self.config_dir}")
+        if self.variant:
+            options.append(f"variant={self.variant}")
+        return f"{model_id}={self.path}|" + "|".join(options)
+
+
+def _header(path: Path) -> dict[str, dict[str, object]]:
+    """A safetensors file's tensor table, checked against the file's length (a cut download fails here)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise InvalidArgument(f"{path} is empty or cut short; download it again", field="path")
+        (length,) = struct.unpack("<Q", raw)
+        if length > min(size - 8, 100 * 2**20):
+            raise InvalidArgument(f"{path} is not a safetensors file or is cut short; download it again", field="path")
+        try:
+            table = json.loads(handle.read(length))
+        except ValueError:
+            raise InvalidArgument(f"{path} has a damaged safetensors header; download it again", field="path") from None
+    tensors = {name: info for name, info in table.items() if name != "__metadata__" and isinstance(info, dict)}
+    end = max((int(info["data_offsets"][1]) for info in tensors.values()), default=0)  # type: ignore[index]
+    if 8 + length + end > size:
+        missing = 8 + length + end - size
+        raise InvalidArgument(
+            f"{path} is truncated: its header describes {missing} more bytes than the file holds; download it again",
+            field="path",
+        )
+    return tensors
+
+
+def _weights_files(path: Path, variant: str | None) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = []
+    for component in sorted(item for item in path.iterdir() if item.is_dir()):
+        chosen = [file for file in component.glob(f"*{SAFE_SUFFIX}") if _is_variant(file, variant)]
+        if not chosen and variant:  # a component without the variant loads its plain weights
+            chosen = [file for file in component.glob(f"*{SAFE_SUFFIX}") if _is_variant(file, None)]
+        files.extend(sorted(chosen))
+    return files
+
+
+def _is_variant(file: Path, variant: str | None) -> bool:
+    stem = file.name[: -len(SAFE_SUFFIX)].split("-", 1)[0]  # drop a shard's -00001-of-00002
+    parts = stem.split(".")
+    return (parts[-1] == variant) if variant else len(parts) == 1
+
+
+def inspect_model(path: str | Path, *, config_dir: str | Path | None = None, variant: str | None = None) -> ModelReport:
+    """Checks a diffusers folder or single .safetensors checkpoint and reports what it is. NotFound for a missing
+    path; InvalidArgument naming the file for pickle weights, truncated or damaged files, an unknown architecture
+    and a variant that is not there."""
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise NotFound(f"{path} does not exist", field="path")
+    check_safe_weights_path(path, field="path")
+    config = Path(config_dir).expanduser().resolve() if config_dir else None
+    chosen_variant = weights_variant(path, variant) if path.is_dir() else None
+    files = _weights_files(path, chosen_variant)
+    if not files:
+        raise InvalidArgument(f"{path} holds no .safetensors weights", field="path")
+    dtypes: Counter[str] = Counter()
+    parameters = 0
+    for file in files:
+        for info in _header(file).values():
+            shape = info.get("shape", [])
+            count = 1
+            for dim in shape if isinstance(shape, list) else []:
+                count *= int(dim)
+            parameters += count
+            dtypes[str(info.get("dtype"))] += count
+    arch = detect_arch(path, config_dir=config)
+    floats = {name: count for name, count in dtypes.items() if name in _PRECISIONS}
+    main, main_count = max(floats.items(), key=lambda item: item[1]) if floats else ("?", 0)
+    precision = _PRECISIONS.get(main, main)
+    if main_count < 0.99 * sum(floats.values()):
+        precision = "mixed: " + ", ".join(
+            f"{_PRECISIONS[name]} {count / parameters:.0%}" for name, count in floats.items()
+        )
+    resolution = native_resolution(path, config_dir=config) or 0
+    return ModelReport(
+        path=path,
+        arch=arch,
+        variant=chosen_variant,
+        precision=precision,
+        size_bytes=sum(file.stat().st_size for file in files),
+        parameters=parameters,
+        resolution=resolution,
+        config_dir=config if path.is_file() else None,
+    )
