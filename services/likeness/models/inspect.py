@@ -15,6 +15,7 @@ from likeness.models.loading import (
     SAFE_SUFFIX,
     check_safe_weights_path,
     detect_arch,
+    file_variant,
     native_resolution,
     weights_variant,
 )
@@ -72,21 +73,17 @@ def _header(path: Path) -> dict[str, dict[str, object]]:
 
 
 def _weights_files(path: Path, variant: str | None) -> list[Path]:
+    """The files that load: a single file, or each component's files of `variant` (its plain ones without it)."""
     if path.is_file():
         return [path]
     files = []
     for component in sorted(item for item in path.iterdir() if item.is_dir()):
-        chosen = [file for file in component.glob(f"*{SAFE_SUFFIX}") if _is_variant(file, variant)]
+        candidates = list(component.glob(f"*{SAFE_SUFFIX}"))
+        chosen = [file for file in candidates if file_variant(file) == (variant or "")]
         if not chosen and variant:  # a component without the variant loads its plain weights
-            chosen = [file for file in component.glob(f"*{SAFE_SUFFIX}") if _is_variant(file, None)]
+            chosen = [file for file in candidates if file_variant(file) == ""]
         files.extend(sorted(chosen))
     return files
-
-
-def _is_variant(file: Path, variant: str | None) -> bool:
-    stem = file.name[: -len(SAFE_SUFFIX)].split("-", 1)[0]  # drop a shard's -00001-of-00002
-    parts = stem.split(".")
-    return (parts[-1] == variant) if variant else len(parts) == 1
 
 
 def inspect_model(path: str | Path, *, config_dir: str | Path | None = None, variant: str | None = None) -> ModelReport:

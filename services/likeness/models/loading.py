@@ -118,18 +118,17 @@ def check_safe_weights_path(path: str | Path, *, field: str | None = None) -> Pa
 _WEIGHTS_STEM = re.compile(r"^(?P<name>[^.]+)(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?$")
 
 
+def file_variant(file: Path) -> str | None:
+    """The weights variant a `.safetensors` file belongs to ("fp16" for `model.fp16.safetensors` and its shards);
+    "" for plain weights; None for a file that is not named as weights."""
+    match = _WEIGHTS_STEM.match(file.name[: -len(SAFE_SUFFIX)]) if file.name.endswith(SAFE_SUFFIX) else None
+    return None if match is None else (match["variant"] or "")
+
+
 def _weight_variants(component: Path) -> tuple[bool, set[str]]:
     """(has plain safetensors weights, the variants it has: "fp16" for `model.fp16.safetensors`, ...)."""
-    plain, variants = False, set()
-    for item in component.glob(f"*{SAFE_SUFFIX}"):
-        match = _WEIGHTS_STEM.match(item.name[: -len(SAFE_SUFFIX)])
-        if match is None:
-            continue
-        if match["variant"]:
-            variants.add(match["variant"])
-        else:
-            plain = True
-    return plain, variants
+    found = {file_variant(item) for item in component.glob(f"*{SAFE_SUFFIX}")} - {None}
+    return "" in found, {variant for variant in found if variant}
 
 
 def weights_variant(folder: str | Path, requested: str | None = None) -> str | None:
