@@ -84,7 +84,9 @@ def _import(path: Path, model_id: str, config: Path | None, variant: str | None)
     print(f"weights       {report.size_bytes / 2**30:.2f} GiB, {report.parameters / 1e6:.0f} M parameters")
     print(f"resolution    {report.resolution or 'unknown'} px (native)")
     if report.path.is_file() and report.config_dir is None:
-        print("note          a single file loads offline with --config DIR, a diffusers folder of the same architecture")
+        print(
+            "note          a single file loads offline with --config DIR, a diffusers folder of the same architecture"
+        )
     print(f"catalog entry {entry}")
     current = os.environ.get(BASE_MODELS_ENV, "")
     print(f"{BASE_MODELS_ENV}={current + ',' if current else ''}{entry}")
