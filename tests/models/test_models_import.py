@@ -72,3 +72,18 @@ def test_a_single_file_reports_its_architecture(saved_tiny, tmp_path, capsys) ->
     assert "architecture  sd15" in out and "--config DIR" in out
     assert main(["models", "import", str(single), "--config", str(saved_tiny("sd15"))]) == 0
     assert "|config=" in capsys.readouterr().out
+
+
+def test_a_model_larger_than_the_free_memory_is_refused_before_loading(saved_tiny, tmp_path, monkeypatch) -> None:
+    from likeness.errors import FailedPrecondition
+    from likeness.models import inspect
+
+    folder = saved_tiny("sd15")
+    catalog = BaseModelCatalog(f"big={folder}", cache_dir=tmp_path)
+    monkeypatch.setattr(inspect, "available_memory_bytes", lambda device: 1024)
+    with pytest.raises(FailedPrecondition) as raised:
+        catalog.load("big")
+    message = str(raised.value)
+    assert str(folder.resolve()) in message and "GiB free" in message and "half precision" in message
+    monkeypatch.setattr(inspect, "available_memory_bytes", lambda device: None)  # unknown: no refusal
+    assert catalog.load("big").unet is not None

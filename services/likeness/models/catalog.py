@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.models.arch import TINY_FORMAT_VERSION, TINY_RESOLUTION_LIMIT, ArchInfo, arch_info, check_arch
 from likeness.models.cache import likeness_cache_dir
+from likeness.models.inspect import check_fits, inspect_model
 from likeness.models.loading import (
     check_safe_weights_path,
     detect_arch,
@@ -251,8 +252,13 @@ class BaseModelCatalog:
     def load(
         self, model_id: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
-        """Load `model_id` as a diffusers pipeline (StableDiffusionPipeline or StableDiffusionXLPipeline)."""
+        """Load `model_id` as a diffusers pipeline (StableDiffusionPipeline or StableDiffusionXLPipeline).
+        FailedPrecondition naming the model when its weights alone exceed the device's free memory."""
+        import torch
+
         spec = self.resolve(model_id)
+        report = inspect_model(spec.source, config_dir=spec.config_dir, variant=spec.variant)  # headers only
+        check_fits(report, bytes_per_parameter=(dtype or torch.float32).itemsize, device=device)
         return load_base_pipeline(
             spec.source,
             arch=spec.arch,

@@ -128,3 +128,36 @@ def inspect_model(path: str | Path, *, config_dir: str | Path | None = None, var
         resolution=resolution,
         config_dir=config if path.is_file() else None,
     )
+
+
+def available_memory_bytes(device: str | object) -> int | None:
+    """Free memory where the weights would go: the GPU's free memory for a CUDA device, the system's available
+    memory (MemAvailable) otherwise; None when it cannot be told."""
+    import torch
+
+    target = torch.device(device) if isinstance(device, str) else device
+    if isinstance(target, torch.device) and target.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(target)
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_fits(report: ModelReport, *, bytes_per_parameter: int, device: str | object) -> None:
+    """FailedPrecondition naming the model when its weights alone (at the precision they load in) exceed the free
+    memory of the device: a clear error at load, not an out-of-memory crash halfway."""
+    from likeness.errors import FailedPrecondition
+
+    needed = report.parameters * bytes_per_parameter
+    free = available_memory_bytes(device)
+    if free is not None and needed > free:
+        raise FailedPrecondition(
+            f"base model {report.path} needs {needed / 2**30:.1f} GiB for its weights alone at "
+            f"{bytes_per_parameter * 8}-bit precision, but {device} has {free / 2**30:.1f} GiB free; load it in half "
+            "precision (a GPU), use a device with more memory, or free memory first"
+        )
