@@ -323,8 +323,7 @@ class WorkerSupervisor:
         ]  # fmt: skip
 
     def environment(self, processes: int = 1) -> dict[str, str]:
-        slot_env = self.slot.environment_for(processes) if processes > 1 else self.slot.environment_for(1)
-        env = {**os.environ, **slot_env, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.slot.environment_for(processes), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         if self.options.torch_threads:
             env["OMP_NUM_THREADS"] = str(self.options.torch_threads)
             env["LIKENESS_TORCH_THREADS"] = str(self.options.torch_threads)

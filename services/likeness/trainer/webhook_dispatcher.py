@@ -93,8 +93,9 @@ class WebhookDispatcher:
             claimed: list[ClaimedDelivery] = []
             try:
                 claimed = self.outbox.claim(self.owner, free, self.timeout_seconds + LEASE_MARGIN_SECONDS)
-            except Unavailable:
-                pass  # the database is down: the monitor reports it; try again at the next poll
+            except Unavailable as error:
+                # The database is down: the monitor reports it; the deliveries wait for the next poll.
+                log.debug("webhook deliveries not claimed: %s", error)
             except Exception:
                 log.exception("claiming webhook deliveries failed")
             for delivery in claimed:
