@@ -1,32 +1,23 @@
 """Choose the square crop of a photo: around the largest face, around the salient object, or the centre.
 
-Everything here runs on the small analysis copy (<= 640 px) and returns a box in the coordinates of the
+Everything here runs on the small analysis copy (<= 512 px) and returns a box in the coordinates of the
 upright original, so the expensive full-resolution pixels are touched once, by the final resize.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from likeness.dataset.faces import detect_faces
 from likeness.dataset.options import PrepareOptions
 
-# Haar cascades shipped inside opencv-python (no download). The default cascade finds faces; the alt2 cascade
-# and an eye inside the face must agree before "auto" trusts a hit, because the default cascade alone fires on
-# textures (bags, bowls, clock faces) in object photos.
-FACE_CASCADE = "haarcascade_frontalface_default.xml"
-CONFIRM_CASCADE = "haarcascade_frontalface_alt2.xml"
-EYE_CASCADES = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
-MIN_FACE_FRACTION = 0.05  # of the analysis image's short side; smaller faces are too blurry to train on
 # In "auto" mode a face must be a real portrait's (>= 10% of the short side): a passer-by's small face in a
 # photo of a dog or a product must not steal the frame.
 AUTO_MIN_FACE_FRACTION = 0.10
-CONFIRM_IOU = 0.4
 
 SALIENCY_SIDE = 128
 SALIENT_MASS_QUANTILES = (0.05, 0.95)  # the box holding the central 90% of the salient mass per axis
@@ -37,8 +28,6 @@ MIN_OBJECT_CROP_FRACTION = 0.5
 # Saliency that is not this much denser inside the chosen square than across the whole image is noise.
 MIN_SALIENCY_CONCENTRATION = 1.15
 
-_local = threading.local()
-
 
 @dataclass
 class CropChoice:
@@ -46,12 +35,6 @@ class CropChoice:
     method: str
     notes: list[str] = field(default_factory=list)
     face_box: tuple[int, int, int, int] | None = None
-
-
-@dataclass
-class FaceCandidate:
-    box: tuple[float, float, float, float]  # x, y, w, h in analysis-image pixels
-    confirmed: bool
 
 
 def choose_crop(analysis: Image.Image, size: tuple[int, int], options: PrepareOptions) -> CropChoice:
@@ -83,57 +66,6 @@ def choose_crop(analysis: Image.Image, size: tuple[int, int], options: PrepareOp
     if saliency_box is not None:
         return CropChoice(saliency_box, "saliency", notes)
     return CropChoice(center_square(size), "center", notes)
-
-
-def detect_faces(rgb: np.ndarray) -> list[FaceCandidate]:
-    """Frontal faces in an RGB array, each marked confirmed when a second cascade and an eye agree."""
-    grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-    min_face = max(20, round(MIN_FACE_FRACTION * min(grey.shape)))
-    cascades = _cascades()
-    hits = cascades[FACE_CASCADE].detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_face,) * 2)
-    if len(hits) == 0:
-        return []
-    second = cascades[CONFIRM_CASCADE].detectMultiScale(grey, scaleFactor=1.1, minNeighbors=3, minSize=(min_face,) * 2)
-    candidates = []
-    for x, y, w, h in hits:
-        agrees = any(_iou((x, y, w, h), other) >= CONFIRM_IOU for other in second)
-        candidates.append(
-            FaceCandidate((float(x), float(y), float(w), float(h)), agrees and _has_eye(grey, x, y, w, h))
-        )
-    return candidates
-
-
-def _has_eye(grey: np.ndarray, x: int, y: int, w: int, h: int) -> bool:
-    upper_face = grey[y : y + int(h * 0.6), x : x + w]
-    min_eye = max(5, w // 10)
-    cascades = _cascades()
-    return any(
-        len(cascades[name].detectMultiScale(upper_face, scaleFactor=1.1, minNeighbors=3, minSize=(min_eye,) * 2))
-        for name in EYE_CASCADES
-    )
-
-
-def _cascades() -> dict[str, cv2.CascadeClassifier]:
-    # CascadeClassifier is not safe to share between threads; each worker thread loads its own (~20 ms once).
-    loaded = getattr(_local, "cascades", None)
-    if loaded is None:
-        loaded = {}
-        for name in (FACE_CASCADE, CONFIRM_CASCADE, *EYE_CASCADES):
-            classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)  # type: ignore[attr-defined]
-            if classifier.empty():
-                raise RuntimeError(f"OpenCV's bundled cascade {name} could not be loaded")
-            loaded[name] = classifier
-        _local.cascades = loaded
-    return loaded
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ax, ay, aw, ah = (float(v) for v in a)
-    bx, by, bw, bh = (float(v) for v in b)
-    inter_w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    inter_h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = inter_w * inter_h
-    return inter / (aw * ah + bw * bh - inter)
 
 
 def _face_square(
