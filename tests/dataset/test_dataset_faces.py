@@ -85,6 +85,17 @@ def test_small_face_is_found_by_mtcnn_not_by_haar():
     assert faces.haar_faces(rgb) == []
 
 
+def test_tilted_face_is_found_by_mtcnn_not_by_haar():
+    # A head tilted 30 degrees (the astronaut, rotated about the photo's centre): the face's centre moves from
+    # about (224, 113) to about (156, 152).
+    rgb = cv2.warpAffine(skimage_data.astronaut(), cv2.getRotationMatrix2D((256, 256), 30, 1.0), (512, 512))
+    found = [face for face in faces.mtcnn_faces(rgb) if face.confirmed]
+    assert len(found) == 1, found
+    x, y, w, h = found[0].box
+    assert abs(x + w / 2 - 156) <= 15 and abs(y + h / 2 - 152) <= 15 and w >= 70, found
+    assert faces.haar_faces(rgb) == []
+
+
 def test_prepare_frames_the_turned_and_the_small_face():
     photo, (cx, cy) = small_face_photo()
     photos = [PhotoInput("camera.png", encode(camera_rgb(), "PNG")), PhotoInput("far.jpg", encode(photo))]

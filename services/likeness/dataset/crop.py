@@ -55,7 +55,7 @@ def choose_crop(analysis: Image.Image, size: tuple[int, int], options: PrepareOp
             x, y, w, h = max(pool, key=lambda face: face.box[2] * face.box[3]).box
             face_box = (x * scale_x, y * scale_y, w * scale_x, h * scale_y)
             if not confirmed:
-                notes.append("face detection was not confirmed by a second detector; check this crop")
+                notes.append("face detection was not confirmed (a low-confidence hit); check this crop")
             box = _face_square(face_box, size, options)
             face_edges = (face_box[0], face_box[1], face_box[0] + face_box[2], face_box[1] + face_box[3])
             left, top, right, bottom = (round(v) for v in face_edges)
