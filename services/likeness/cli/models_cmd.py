@@ -12,6 +12,7 @@ from likeness.errors import AlreadyExists
 # here so building the parser does not import torch and diffusers.
 TINY_ARCH_CHOICES = ("sd15", "sdxl")
 BASE_MODELS_ENV = "LIKENESS_BASE_MODELS"
+PREDICTION_TYPE_CHOICES = ("epsilon", "v_prediction")  # likeness.models.standard.PREDICTION_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config", type=Path, default=None, help="for a single file: the diffusers folder of its configs"
     )
     importing.add_argument("--variant", default=None, help="the weights variant to load (e.g. fp16); default: detected")
+    importing.add_argument(
+        "--prediction-type",
+        choices=PREDICTION_TYPE_CHOICES,
+        default=None,
+        help="the model's training objective. For an SD 2.x single file it picks the 768-v (v_prediction) or "
+        "512-base (epsilon) configs; default: guessed from the file name ('768', '-v' or 'v-pred': v_prediction; "
+        "'512' or 'base': epsilon; otherwise v_prediction). For any other model it overrides the scheduler's",
+    )
     importing.set_defaults(func=run)
 
 
@@ -67,26 +76,31 @@ def run(args: argparse.Namespace) -> int:
     if args.models_command == "create-tiny":
         return _create_tiny(args.arch, args.seed, args.directory)
     if args.models_command == "import":
-        return _import(args.path, args.model_id, args.config, args.variant)
+        return _import(args.path, args.model_id, args.config, args.variant, args.prediction_type)
     return _list_catalog(args.base_models)
 
 
-def _import(path: Path, model_id: str, config: Path | None, variant: str | None) -> int:
+def _import(path: Path, model_id: str, config: Path | None, variant: str | None, prediction_type: str | None) -> int:
     import re
 
     from likeness.models.inspect import inspect_model
 
-    report = inspect_model(path, config_dir=config, variant=variant)
+    report = inspect_model(path, config_dir=config, variant=variant, prediction_type=prediction_type)
     name = model_id or re.sub(r"[^A-Za-z0-9._-]+", "-", report.path.stem if report.path.is_file() else report.path.name)
     entry = report.catalog_entry(name)
     print(f"architecture  {report.arch}")
     print(f"precision     {report.precision}{f' (variant {report.variant})' if report.variant else ''}")
     print(f"weights       {report.size_bytes / 2**30:.2f} GiB, {report.parameters / 1e6:.0f} M parameters")
     print(f"resolution    {report.resolution or 'unknown'} px (native)")
-    if report.path.is_file() and report.config_dir is None:
-        print(
-            "note          a single file loads offline with --config DIR, a diffusers folder of the same architecture"
-        )
+    how = {
+        "explicit": "as given",
+        "config": "from its scheduler config",
+        "name": "guessed from the file name; override with --prediction-type",
+        "default": "SD 2.x default, the file name does not tell; override with --prediction-type",
+    }[report.prediction_reason]
+    print(f"prediction    {report.prediction_type or 'unknown'} ({how})")
+    if report.standard_config:
+        print(f"configs       the {report.standard_config} configs shipped with Likeness (or give --config DIR)")
     print(f"catalog entry {entry}")
     current = os.environ.get(BASE_MODELS_ENV, "")
     print(f"{BASE_MODELS_ENV}={current + ',' if current else ''}{entry}")
@@ -110,6 +124,7 @@ def _list_catalog(spec: str | None) -> int:
     for entry in parse_catalog_spec(chosen):
         # A builtin's architecture is implied by its name; print only options the spec needs.
         arch = None if entry.builtin else entry.arch
-        options = "".join(f"|{name}={value}" for name, value in (("config", entry.config_dir), ("arch", arch)) if value)
+        pairs = (("config", entry.config_dir), ("arch", arch), ("prediction_type", entry.prediction_type))
+        options = "".join(f"|{name}={value}" for name, value in pairs if value)
         print(f"{entry.id}\t{entry.source}{options}")
     return 0

@@ -5,8 +5,11 @@ Built from a spec string (env `LIKENESS_BASE_MODELS`), a comma-separated list of
     tiny-sd15=builtin:sd15,sd15=/models/sd15,sdxl=/models/sdxl.safetensors|config=/models/sdxl-diffusers
 
 SOURCE is `builtin:NAME` (a model Likeness creates itself, written once into the cache directory), `file:PATH`
-or a plain PATH (a diffusers folder or a single `.safetensors` file). Options: `config=DIR`, the diffusers folder
-a single file needs to load offline; `arch=sd15|sd2|sdxl` to skip detection.
+or a plain PATH (a diffusers folder or a single `.safetensors` file). Options: `config=DIR`, a diffusers folder
+completing a single file (without it, a full-size SD 1.x / 2.x / XL file loads with the configs shipped in the
+package); `arch=sd15|sd2|sdxl` to skip detection; `variant=fp16`; `prediction_type=epsilon|v_prediction`, which
+picks SD 2.x's 512-base or 768-v config for a single file (guessed from the file name when unset) and overrides the
+scheduler's of any model.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from likeness.models.loading import (
     detect_arch,
     load_base_pipeline,
     native_resolution,
+    single_file_standard,
     weights_variant,
 )
+from likeness.models.standard import check_prediction_type, standard_config_dir
 from likeness.threads import run_in_short_lived_thread
 
 if TYPE_CHECKING:
@@ -47,7 +52,7 @@ BUILTIN_SCHEME = "builtin:"
 FILE_SCHEME = "file:"
 SPEC_FIELD = "base_models"
 MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ENTRY_OPTIONS = ("config", "arch", "variant")
+ENTRY_OPTIONS = ("config", "arch", "variant", "prediction_type")
 # Temp folders older than this were left by a process that died while materialising a builtin model.
 STALE_TEMP_SECONDS = 3600
 
@@ -124,6 +129,7 @@ class CatalogEntry:
     config_dir: str | None = None
     arch: str | None = None
     variant: str | None = None
+    prediction_type: str | None = None
 
     @property
     def builtin(self) -> str | None:
@@ -140,10 +146,13 @@ class BaseModelSpec:
     # The native image size (width = height) the model was trained at.
     resolution: int
     is_tiny: bool
-    # The diffusers folder completing a single-file `source`; None for diffusers folders.
+    # The diffusers folder completing a single-file `source` (the entry's config=, else the shipped standard
+    # configs materialised in the cache); None for diffusers folders.
     config_dir: Path | None = None
     # The weights variant of a diffusers folder ("fp16"); None for the plain weights.
     variant: str | None = None
+    # The scheduler objective to load with ("epsilon" | "v_prediction"); None: the model's own config.
+    prediction_type: str | None = None
 
     @property
     def info(self) -> ArchInfo:
@@ -156,8 +165,8 @@ class BaseModelSpec:
 
 
 def parse_catalog_spec(spec: str) -> list[CatalogEntry]:
-    """Parse `ID=SOURCE[|config=DIR][|arch=ARCH][|variant=fp16],...`; raises `InvalidArgument` naming the bad
-    entry."""
+    """Parse `ID=SOURCE[|config=DIR][|arch=ARCH][|variant=fp16][|prediction_type=v_prediction],...`; raises
+    `InvalidArgument` naming the bad entry."""
     entries: list[CatalogEntry] = []
     seen: set[str] = set()
     for raw_entry in spec.split(","):
@@ -191,6 +200,7 @@ def parse_catalog_spec(spec: str) -> list[CatalogEntry]:
         arch = options.get("arch")
         if arch is not None:
             check_arch(arch)
+        check_prediction_type(options.get("prediction_type"), field=SPEC_FIELD)
         if source.startswith(BUILTIN_SCHEME):
             builtin = find_builtin(source[len(BUILTIN_SCHEME) :])
             if builtin is None:
@@ -203,7 +213,11 @@ def parse_catalog_spec(spec: str) -> list[CatalogEntry]:
                 raise InvalidArgument(f"catalog entry {model_id!r}: {source} is {builtin.arch}", field=SPEC_FIELD)
             # A builtin's architecture is known without materialising it.
             arch = builtin.arch
-        entries.append(CatalogEntry(model_id, source, options.get("config"), arch, options.get("variant")))
+        entries.append(
+            CatalogEntry(
+                model_id, source, options.get("config"), arch, options.get("variant"), options.get("prediction_type")
+            )
+        )
     return entries
 
 
@@ -266,6 +280,7 @@ class BaseModelCatalog:
             torch_dtype=dtype,
             device=device,
             variant=spec.variant,
+            prediction_type=spec.prediction_type,
         )
 
     def _resolve_entry(self, entry: CatalogEntry) -> BaseModelSpec:
@@ -275,7 +290,14 @@ class BaseModelCatalog:
             assert builtin is not None, builtin_name  # checked when the catalog was parsed
             folder = self._materialise(builtin)
             resolution = native_resolution(folder) or arch_info(builtin.arch).default_resolution
-            return BaseModelSpec(entry.id, folder, builtin.arch, resolution, is_tiny=resolution < TINY_RESOLUTION_LIMIT)
+            return BaseModelSpec(
+                entry.id,
+                folder,
+                builtin.arch,
+                resolution,
+                is_tiny=resolution < TINY_RESOLUTION_LIMIT,
+                prediction_type=entry.prediction_type,
+            )
         source = Path(entry.source).expanduser()
         if not source.exists():
             raise NotFound(f"base model {entry.id!r} points to {source}, which does not exist", field="base_model")
@@ -284,6 +306,11 @@ class BaseModelCatalog:
         if config_dir is not None and not config_dir.is_dir():
             raise NotFound(f"config folder {config_dir} of base model {entry.id!r} does not exist", field="base_model")
         arch = entry.arch or detect_arch(source, config_dir=config_dir)
+        prediction_type = entry.prediction_type
+        if source.is_file() and config_dir is None:
+            # A full-size standard single file: the shipped configs complete it (checked against its shapes).
+            choice = single_file_standard(source, arch=arch, prediction_type=prediction_type)
+            config_dir, prediction_type = standard_config_dir(choice.name), choice.prediction_type
         resolution = native_resolution(source, config_dir=config_dir) or arch_info(arch).default_resolution
         if entry.variant and source.is_file():
             raise InvalidArgument(
@@ -298,6 +325,7 @@ class BaseModelCatalog:
             is_tiny=resolution < TINY_RESOLUTION_LIMIT,
             config_dir=config_dir if source.is_file() else None,
             variant=weights_variant(source, entry.variant) if source.is_dir() else None,
+            prediction_type=prediction_type,
         )
 
     def _materialise(self, builtin: BuiltinModel) -> Path:

@@ -17,8 +17,10 @@ from likeness.models.loading import (
     detect_arch,
     file_variant,
     native_resolution,
+    single_file_standard,
     weights_variant,
 )
+from likeness.models.standard import check_prediction_type, standard_resolution
 
 #: safetensors dtype names -> what a person calls them.
 _PRECISIONS = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64", "F8_E4M3": "fp8", "F8_E5M2": "fp8"}
@@ -36,14 +38,24 @@ class ModelReport:
     parameters: int
     resolution: int
     config_dir: Path | None
+    # The scheduler's objective ("epsilon" | "v_prediction"); None when no config tells.
+    prediction_type: str | None = None
+    # How it was chosen: "explicit", "config" (the model's scheduler config), "name" (an SD 2.x file name) or
+    # "default" (an SD 2.x file whose name does not tell: v_prediction).
+    prediction_reason: str = "config"
+    # For a single file without config_dir: the shipped standard config it loads with ("sd2-v", ...).
+    standard_config: str | None = None
 
     def catalog_entry(self, model_id: str) -> str:
-        """The entry to add to the catalog spec (LIKENESS_BASE_MODELS)."""
+        """The entry to add to the catalog spec (LIKENESS_BASE_MODELS). An explicit or guessed prediction type is
+        written out, so the catalog loads what was checked."""
         options = [f"arch={self.arch}"]
         if self.config_dir is not None:
             options.append(f"config={self.config_dir}")
         if self.variant:
             options.append(f"variant={self.variant}")
+        if self.prediction_type and self.prediction_reason != "config":
+            options.append(f"prediction_type={self.prediction_type}")
         return f"{model_id}={self.path}|" + "|".join(options)
 
 
@@ -86,10 +98,29 @@ def _weights_files(path: Path, variant: str | None) -> list[Path]:
     return files
 
 
-def inspect_model(path: str | Path, *, config_dir: str | Path | None = None, variant: str | None = None) -> ModelReport:
+def _scheduler_prediction_type(folder: Path) -> str | None:
+    config = folder / "scheduler" / "scheduler_config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("prediction_type", "epsilon")
+    except (OSError, ValueError):
+        return None
+    return str(value)
+
+
+def inspect_model(
+    path: str | Path,
+    *,
+    config_dir: str | Path | None = None,
+    variant: str | None = None,
+    prediction_type: str | None = None,
+) -> ModelReport:
     """Checks a diffusers folder or single .safetensors checkpoint and reports what it is. NotFound for a missing
-    path; InvalidArgument naming the file for pickle weights, truncated or damaged files, an unknown architecture
-    and a variant that is not there."""
+    path; InvalidArgument naming the file for pickle weights, truncated or damaged files, an unknown architecture,
+    a single file whose shapes are not its architecture's standard ones (without `config_dir`) and a variant that
+    is not there. A single file without `config_dir` is reported with the shipped config it loads with
+    (`loading.single_file_standard`); `prediction_type` chooses SD 2.x's 512-base or 768-v and overrides any
+    scheduler's."""
+    check_prediction_type(prediction_type)
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise NotFound(f"{path} does not exist", field="path")
@@ -110,6 +141,16 @@ def inspect_model(path: str | Path, *, config_dir: str | Path | None = None, var
             parameters += count
             dtypes[str(info.get("dtype"))] += count
     arch = detect_arch(path, config_dir=config)
+    standard: str | None = None
+    chosen_prediction: str | None
+    if path.is_file() and config is None:
+        choice = single_file_standard(path, arch=arch, prediction_type=prediction_type)
+        standard, chosen_prediction, reason = choice.name, choice.prediction_type, choice.reason
+    elif prediction_type is not None:
+        chosen_prediction, reason = prediction_type, "explicit"
+    else:
+        folder = path if path.is_dir() else config
+        chosen_prediction, reason = (_scheduler_prediction_type(folder) if folder else None), "config"
     floats = {name: count for name, count in dtypes.items() if name in _PRECISIONS}
     main, main_count = max(floats.items(), key=lambda item: item[1]) if floats else ("?", 0)
     precision = _PRECISIONS.get(main, main)
@@ -117,7 +158,7 @@ def inspect_model(path: str | Path, *, config_dir: str | Path | None = None, var
         precision = "mixed: " + ", ".join(
             f"{_PRECISIONS[name]} {count / parameters:.0%}" for name, count in floats.items()
         )
-    resolution = native_resolution(path, config_dir=config) or 0
+    resolution = (standard_resolution(standard) if standard else native_resolution(path, config_dir=config)) or 0
     return ModelReport(
         path=path,
         arch=arch,
@@ -127,6 +168,9 @@ def inspect_model(path: str | Path, *, config_dir: str | Path | None = None, var
         parameters=parameters,
         resolution=resolution,
         config_dir=config if path.is_file() else None,
+        prediction_type=chosen_prediction,
+        prediction_reason=reason,
+        standard_config=standard,
     )
 
 

@@ -1,9 +1,10 @@
 """Loading base Stable Diffusion pipelines from local files: safetensors only, never the network.
 
 A base model is either a diffusers folder (`model_index.json` plus one folder per component) or a single
-original-layout `.safetensors` checkpoint (A1111 / ComfyUI style). Single files carry weights only, so loading
-one offline needs `config_dir`: a local diffusers folder of the same architecture whose configs, tokenizers and
-scheduler complete it.
+original-layout `.safetensors` checkpoint (A1111 / ComfyUI style). Single files carry weights only: a full-size
+SD 1.x, 2.x or XL file is completed by the standard configs shipped in the package (`likeness.models.standard`;
+SD 2.x's 512-base or 768-v by `prediction_type`); any other (a tiny or resized model) needs `config_dir`, a local
+diffusers folder whose configs, tokenizers and scheduler match it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from safetensors import safe_open
 
 from likeness.errors import InvalidArgument, NotFound
 from likeness.models.arch import ARCHS, TINY_RESOLUTION_LIMIT, ArchInfo, arch_info, check_arch
+from likeness.models.standard import (
+    SUPPORTED_LAYOUTS,
+    StandardChoice,
+    check_matches_standard,
+    check_prediction_type,
+    choose_standard,
+    standard_config_dir,
+    standard_resolution,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +45,7 @@ __all__ = [
     "load_base_pipeline",
     "native_resolution",
     "pipeline_class",
+    "single_file_standard",
 ]
 PICKLE_SUFFIXES = frozenset({".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle"})
 SAFE_SUFFIX = ".safetensors"
@@ -176,7 +187,10 @@ def _arch_from_single_file(path: Path) -> str | None:
         with safe_open(str(path), framework="pt") as checkpoint:
             keys = list(checkpoint.keys())
     except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise InvalidArgument(f"{path} is not a readable safetensors file: {error}") from error
+        raise InvalidArgument(
+            f"{path} is not a readable safetensors file ({error}); it may be cut short or damaged: download it again",
+            field="base_model",
+        ) from error
     if any(key.startswith("conditioner.embedders.") for key in keys):
         return "sdxl"
     if any(key.startswith("cond_stage_model.model.") for key in keys):
@@ -202,19 +216,38 @@ def detect_arch(path: str | Path, *, config_dir: str | Path | None = None) -> st
     if config_dir is not None:
         return detect_arch(config_dir)
     raise InvalidArgument(
-        f"cannot tell the architecture of {path} from its keys; pass the architecture explicitly or a config_dir"
+        f"cannot tell the architecture of {path} from its keys: they match none of the single-file layouts Likeness "
+        f"reads, {SUPPORTED_LAYOUTS}. A LoRA, VAE or UNet-only file is not a base model; for another layout, convert "
+        "it to a diffusers folder, or pass the architecture explicitly with a config_dir",
+        field="base_model",
     )
 
 
-def native_resolution(path: str | Path, *, config_dir: str | Path | None = None) -> int | None:
+def single_file_standard(
+    path: str | Path, *, arch: str | None = None, prediction_type: str | None = None
+) -> StandardChoice:
+    """The shipped config a single file without `config_dir` loads with (`standard.choose_standard`), after
+    checking that the file's tensors have that architecture's shapes (InvalidArgument naming the file if not)."""
+    path = Path(path)
+    arch = check_arch(arch) if arch is not None else detect_arch(path)
+    choice = choose_standard(arch, path, prediction_type)
+    check_matches_standard(path, choice.name)
+    return choice
+
+
+def native_resolution(
+    path: str | Path, *, config_dir: str | Path | None = None, prediction_type: str | None = None
+) -> int | None:
     """The image size a diffusers folder was built for (UNet sample size x VAE downsampling), if known.
 
-    For a single file, the resolution of `config_dir` is returned (None without one).
+    For a single file, the resolution of `config_dir`; without one, that of the shipped standard config it loads
+    with (SD 2.x: 768 for v_prediction, 512 for epsilon); None when neither tells.
     """
     path = Path(path)
     folder = path if path.is_dir() else (Path(config_dir) if config_dir is not None else None)
     if folder is None:
-        return None
+        arch = _arch_from_single_file(path)
+        return None if arch is None else standard_resolution(choose_standard(arch, path, prediction_type).name)
     unet_config_path = folder / "unet" / "config.json"
     vae_config_path = folder / "vae" / "config.json"
     if not (unet_config_path.is_file() and vae_config_path.is_file()):
@@ -243,19 +276,27 @@ def load_base_pipeline(
     torch_dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     variant: str | None = None,
+    prediction_type: str | None = None,
 ) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
     """Load a base pipeline from a local diffusers folder or single `.safetensors` file, offline.
 
     `arch` is detected when omitted; so is the weights `variant` of a folder that holds only variant weights
-    (`weights_variant`). A single file needs `config_dir`, a local diffusers folder of the same
-    architecture (for a tiny model: the folder the file was exported from, whose VAE config holds the
-    calibrated scaling factor). SD 1.x/2.x safety checkers and the SDXL watermarker are not loaded.
+    (`weights_variant`). A single file without `config_dir` loads with the shipped standard config of its
+    architecture (`single_file_standard`: SD 2.x 768-v or 512-base by `prediction_type`, else guessed from the
+    file name); a tiny or custom one needs `config_dir`, a local diffusers folder of the same architecture (for a
+    tiny model: the folder the file was exported from, whose VAE config holds the calibrated scaling factor).
+    `prediction_type` ("epsilon" | "v_prediction"), when given, also overrides the scheduler's of any source.
+    SD 1.x/2.x safety checkers and the SDXL watermarker are not loaded.
     """
     path = Path(source).expanduser()
     if not path.exists():
         raise NotFound(f"base model {path} does not exist", field="base_model")
     check_safe_weights_path(path, field="base_model")
+    check_prediction_type(prediction_type)
     arch = check_arch(arch) if arch is not None else detect_arch(path, config_dir=config_dir)
+    if path.is_file() and config_dir is None:
+        choice = single_file_standard(path, arch=arch, prediction_type=prediction_type)
+        config_dir, prediction_type = standard_config_dir(choice.name), choice.prediction_type
     cls = pipeline_class(arch)
     extra: dict[str, Any] = (
         {"add_watermarker": False}
@@ -277,6 +318,9 @@ def load_base_pipeline(
             pipeline = _load_single_file(cls, path, Path(config_dir) if config_dir else None, torch_dtype, extra)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise InvalidArgument(f"cannot load base model {path} as {arch}: {error}", field="base_model") from error
+    scheduler = pipeline.scheduler
+    if prediction_type is not None and scheduler.config.prediction_type != prediction_type:
+        pipeline.scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
 
@@ -288,12 +332,8 @@ def _load_single_file(
     torch_dtype: torch.dtype | None,
     extra: dict[str, Any],
 ) -> DiffusionPipeline:
-    if config_dir is None:
-        raise InvalidArgument(
-            f"{path} is a single-file checkpoint: loading it offline needs config_dir, a local diffusers folder "
-            "of the same architecture that provides the configs, tokenizers and scheduler",
-            field="config_dir",
-        )
+    if config_dir is None:  # load_base_pipeline resolves the shipped configs first
+        raise InvalidArgument(f"{path} is a single-file checkpoint: loading it needs config_dir", field="config_dir")
     if not (config_dir / "model_index.json").is_file():
         raise NotFound(f"config_dir {config_dir} is not a diffusers folder (no model_index.json)", field="config_dir")
     return cls.from_single_file(
