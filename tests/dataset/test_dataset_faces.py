@@ -155,3 +155,14 @@ def test_mtcnn_is_the_default_when_installed(monkeypatch, caplog):
         assert faces.default_detector() == "mtcnn"
     messages = [record.getMessage() for record in caplog.records if record.name == faces.__name__]
     assert len(messages) == 1 and "MTCNN" in messages[0]
+
+
+def test_haar_is_the_fallback_when_opencv_cannot_load_the_nets(monkeypatch, caplog):
+    def unreadable() -> None:
+        raise cv2.error("DNN/ONNX: unsupported layer")
+
+    monkeypatch.setattr(faces._Mtcnn, "for_this_thread", staticmethod(unreadable))
+    monkeypatch.setattr(faces, "_chosen", None)
+    with caplog.at_level(logging.WARNING, logger=faces.__name__):
+        assert faces.default_detector() == "haar"
+    assert "could not load MTCNN's ONNX files" in caplog.text and "unsupported layer" in caplog.text

