@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -296,3 +297,21 @@ def test_sdxl_single_file_loads_offline_without_config(tmp_path: Path) -> None:
         del pipeline
     finally:
         path.unlink(missing_ok=True)
+
+
+@pytest.mark.fullsize
+@needs_fullsize
+def test_fullsize_fp16_variant_folder_loads_offline(tmp_path: Path) -> None:
+    # The usual download: a diffusers folder with only `*.fp16.safetensors` weights (half the disk).
+    folder = tmp_path / "stable-diffusion-v1-5"
+    shutil.copytree(standard_config_dir("sd15"), folder)
+    for component, model in _components("sd15").items():
+        if model is not None:
+            model.save_pretrained(str(folder / component), variant="fp16", safe_serialization=True)
+    assert sorted(path.name for path in (folder / "unet").glob("*.safetensors")) == [
+        "diffusion_pytorch_model.fp16.safetensors"
+    ]
+    report = inspect_model(folder)
+    assert (report.arch, report.variant, report.precision, report.resolution) == ("sd15", "fp16", "fp16", 512)
+    pipeline = load_base_pipeline(folder, torch_dtype=torch.float16)  # the variant is found, not named
+    assert isinstance(pipeline, StableDiffusionPipeline) and _check_round_trip(pipeline) == 1130

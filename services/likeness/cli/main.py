@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "likeness.cli.models_cmd",
     "likeness.cli.prepare_cmd",
     "likeness.cli.train_cmd",
+    "likeness.cli.plan_cmd",
     "likeness.cli.generate_cmd",
     "likeness.cli.subjects_cmd",
     "likeness.cli.prompts_cmd",

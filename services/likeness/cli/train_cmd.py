@@ -25,6 +25,8 @@ PRECISIONS = {
     "fp16": pb.MIXED_PRECISION_FP16,
     "bf16": pb.MIXED_PRECISION_BF16,
 }
+OPTIMIZERS = {"auto": pb.OPTIMIZER_UNSPECIFIED, "adamw": pb.OPTIMIZER_ADAMW, "adamw-8bit": pb.OPTIMIZER_ADAMW_8BIT,
+              "adafactor": pb.OPTIMIZER_ADAFACTOR}  # fmt: skip
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_") for name, value in pb.JobState.items()}
 BAR_WIDTH = 24
 
@@ -51,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--mixed-precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--train-text-encoder", action="store_true")
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="on even where the memory plan needs it not"
+    )
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="auto", help="default: the memory plan's choice")
+    parser.add_argument(
+        "--no-memory-plan", action="store_true", help="train exactly as asked, without fitting the job to the device"
+    )
+    parser.add_argument("--memory-budget-mib", type=int, default=None, help="plan for this much device memory")
     parser.add_argument("--prior", action="store_true", help="prior preservation with generated class images")
     parser.add_argument("--num-class-images", type=int, default=None)
     parser.add_argument("--validation-prompt", action="append", default=[], help="rendered during training")
@@ -85,12 +95,16 @@ def build_spec(args: argparse.Namespace, dataset_id: str) -> pb.TrainingJobSpec:
         resolution=args.resolution,
         mixed_precision=PRECISIONS[args.mixed_precision],
         train_text_encoder=args.train_text_encoder,
+        gradient_checkpointing=args.gradient_checkpointing,
+        optimizer=OPTIMIZERS[args.optimizer],
+        memory_plan=pb.MEMORY_PLAN_OFF if args.no_memory_plan else pb.MEMORY_PLAN_AUTO,
     )
     optional = {
         "max_train_steps": args.steps,
         "learning_rate": args.learning_rate,
         "train_batch_size": args.batch_size,
         "seed": args.seed,
+        "memory_budget_mib": args.memory_budget_mib,
     }
     for name, value in optional.items():
         if value is not None:

@@ -22,6 +22,12 @@ from likeness.storage.layout import class_image_cache_key
 METHODS = ("lora", "full")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "polynomial")
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
+#: "auto": the memory plan adds savers until the run fits its device; "off": the hyperparameters as given.
+MEMORY_PLAN_MODES = ("auto", "off")
+#: "" lets the memory plan choose; "adamw_8bit" is bitsandbytes' (CUDA only).
+OPTIMIZERS = ("", "adamw", "adamw_8bit", "adafactor")
+MIN_MEMORY_BUDGET_MIB = 1024
+MAX_MEMORY_BUDGET_MIB = 1024 * 1024
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 # The text encoders' attention projections, the usual LoRA targets on CLIP.
 TEXT_ENCODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -113,6 +119,12 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
+    #: "auto": the memory plan adds savers until the run fits the device; "off": exactly as given.
+    memory_plan: str = "auto"
+    #: Device memory the plan fits the run into, in MiB; None: what the device has.
+    memory_budget_mib: int | None = None
+    #: "adamw", "adamw_8bit" (CUDA), "adafactor"; "": the memory plan's choice (AdamW unless memory is short).
+    optimizer: str = ""
     seed: int = 0
     snr_gamma: float | None = None
     noise_offset: float | None = None
@@ -300,6 +312,12 @@ class _SpecReader:
             )
         config.mixed_precision = precision
         config.gradient_checkpointing = bool(hp.get("gradient_checkpointing", False))
+        config.memory_plan = _choice(hp.get("memory_plan") or "auto", MEMORY_PLAN_MODES, path + "memory_plan")
+        config.optimizer = _choice(hp.get("optimizer") or "", OPTIMIZERS, path + "optimizer")
+        if hp.get("memory_budget_mib") is not None:
+            config.memory_budget_mib = _integer(
+                hp["memory_budget_mib"], path + "memory_budget_mib", MIN_MEMORY_BUDGET_MIB, MAX_MEMORY_BUDGET_MIB, 0
+            )
         seed = hp.get("seed")
         if seed is None:
             seed = default_seed if default_seed is not None else secrets.randbelow(2**31)
@@ -456,3 +474,10 @@ def _labels(labels: Mapping[str, Any]) -> dict[str, str]:
             raise InvalidArgument(f"label {key!r} must be a string of at most 256 characters", field="spec.labels")
         result[key] = value
     return result
+
+
+def _choice(value: Any, choices: tuple[str, ...], field_name: str) -> str:
+    if value not in choices:
+        shown = ", ".join(repr(choice) if choice else '"" (automatic)' for choice in choices)
+        raise InvalidArgument(f"must be one of {shown}, got {value!r}", field=field_name)
+    return str(value)

@@ -45,6 +45,7 @@ from likeness.trainer.training.loop import (
     TrainingResult,
     ValidationImage,
     make_accelerator,
+    place_for_class_images,
     run_training,
 )
 from likeness.trainer.training.prior import class_images_for_run
@@ -194,7 +195,7 @@ def execute_job(
         if config.prior.enabled:
             if stop():
                 raise Cancelled("stopped before generating class images")
-            pipeline.to(accelerator.device)  # type: ignore[union-attr]  # diffusers' exports type-check as dummy objects
+            place_for_class_images(pipeline, config, accelerator)
             # The main process generates (or finds) the set first; the others then read the published copy.
             for turn in (True, False):
                 if main == turn:

@@ -39,6 +39,10 @@ METHOD_TO_PB = convert.TRAINING_METHOD_ENUMS
 METHOD_FROM_PB = {types_pb2.TRAINING_METHOD_UNSPECIFIED: "", **convert.TRAINING_METHOD_NAMES}
 PRECISION_FROM_PB = convert.mixed_precision_names(pb.MixedPrecision.DESCRIPTOR)
 PRECISION_TO_PB = {name: value for value, name in PRECISION_FROM_PB.items()}
+MEMORY_PLAN_FROM_PB = convert.enum_names(pb.MemoryPlan.DESCRIPTOR, "MEMORY_PLAN_", unspecified="auto")
+MEMORY_PLAN_TO_PB = {name: value for value, name in MEMORY_PLAN_FROM_PB.items()}
+OPTIMIZER_FROM_PB = convert.enum_names(pb.Optimizer.DESCRIPTOR, "OPTIMIZER_", unspecified="")
+OPTIMIZER_TO_PB = {name: value for value, name in OPTIMIZER_FROM_PB.items()}
 SUBJECT_TYPE_FROM_PB = {
     pb.SUBJECT_TYPE_UNSPECIFIED: "auto",
     pb.SUBJECT_TYPE_FACE: "face",
@@ -62,11 +66,15 @@ def _optional(message: Any, name: str) -> Any:
 SPEC_ENUMS: dict[str, tuple[dict[int, str], str]] = {
     types_pb2.TrainingMethod.DESCRIPTOR.full_name: (METHOD_FROM_PB, "training method"),
     pb.MixedPrecision.DESCRIPTOR.full_name: (PRECISION_FROM_PB, "mixed precision"),
+    pb.MemoryPlan.DESCRIPTOR.full_name: (MEMORY_PLAN_FROM_PB, "memory plan"),
+    pb.Optimizer.DESCRIPTOR.full_name: (OPTIMIZER_FROM_PB, "optimizer"),
 }
 #: The way back, derived from the same maps (METHOD_TO_PB/PRECISION_TO_PB; UNSPECIFIED's "" is never resolved).
 _SPEC_ENUMS_TO_PB: dict[str, dict[str, int]] = {
     types_pb2.TrainingMethod.DESCRIPTOR.full_name: METHOD_TO_PB,
     pb.MixedPrecision.DESCRIPTOR.full_name: PRECISION_TO_PB,
+    pb.MemoryPlan.DESCRIPTOR.full_name: MEMORY_PLAN_TO_PB,
+    pb.Optimizer.DESCRIPTOR.full_name: OPTIMIZER_TO_PB,
 }
 #: Where a spec field lives on the resolved `TrainingConfig` when the names differ: spec path -> attribute of the
 #: parent's config object ("" is the parent itself: the hyperparameters are `TrainingConfig`'s own fields).

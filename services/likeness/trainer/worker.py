@@ -99,9 +99,26 @@ class WarmPipelines:
 
     def load(self, base_model_id: str) -> Any:
         self.warm(base_model_id)
+        if not self._room_for_a_copy():
+            # A model too big to hold twice on this host (SD 1.5 in float32 is 4.3 GB, SDXL 14 GB): the run gets
+            # the kept one itself, and the next job loads the model again.
+            log.info("%s is too large to keep a warm copy on this host: the next job reloads it", base_model_id)
+            template, self._template, self._base_id = self._template, None, None
+            return template
         # Tokenizers are read-only in training and slow to copy: the copy shares them (deepcopy's memo).
         shared = [getattr(self._template, name, None) for name in ("tokenizer", "tokenizer_2")]
         return copy.deepcopy(self._template, memo={id(part): part for part in shared if part is not None})
+
+    def _room_for_a_copy(self) -> bool:
+        from likeness.trainer.training.memory import keeps_warm_copy
+
+        size = sum(
+            parameter.numel() * parameter.element_size()
+            for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+            if (module := getattr(self._template, name, None)) is not None
+            for parameter in module.parameters()
+        )
+        return keeps_warm_copy(size)
 
 
 class Runner:

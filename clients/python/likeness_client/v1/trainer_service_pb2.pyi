@@ -41,6 +41,19 @@ class MixedPrecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MIXED_PRECISION_NO: _ClassVar[MixedPrecision]
     MIXED_PRECISION_FP16: _ClassVar[MixedPrecision]
     MIXED_PRECISION_BF16: _ClassVar[MixedPrecision]
+
+class MemoryPlan(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEMORY_PLAN_UNSPECIFIED: _ClassVar[MemoryPlan]
+    MEMORY_PLAN_AUTO: _ClassVar[MemoryPlan]
+    MEMORY_PLAN_OFF: _ClassVar[MemoryPlan]
+
+class Optimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPTIMIZER_UNSPECIFIED: _ClassVar[Optimizer]
+    OPTIMIZER_ADAMW: _ClassVar[Optimizer]
+    OPTIMIZER_ADAMW_8BIT: _ClassVar[Optimizer]
+    OPTIMIZER_ADAFACTOR: _ClassVar[Optimizer]
 WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState
 WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState
 WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState
@@ -59,6 +72,13 @@ MIXED_PRECISION_UNSPECIFIED: MixedPrecision
 MIXED_PRECISION_NO: MixedPrecision
 MIXED_PRECISION_FP16: MixedPrecision
 MIXED_PRECISION_BF16: MixedPrecision
+MEMORY_PLAN_UNSPECIFIED: MemoryPlan
+MEMORY_PLAN_AUTO: MemoryPlan
+MEMORY_PLAN_OFF: MemoryPlan
+OPTIMIZER_UNSPECIFIED: Optimizer
+OPTIMIZER_ADAMW: Optimizer
+OPTIMIZER_ADAMW_8BIT: Optimizer
+OPTIMIZER_ADAFACTOR: Optimizer
 
 class Photo(_message.Message):
     __slots__ = ("file_name", "data", "caption")
@@ -181,7 +201,7 @@ class GetDatasetResponse(_message.Message):
     def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
-    __slots__ = ("max_train_steps", "learning_rate", "lr_scheduler", "lr_warmup_steps", "train_batch_size", "gradient_accumulation_steps", "mixed_precision", "gradient_checkpointing", "seed", "snr_gamma", "noise_offset", "random_flip", "center_crop", "resolution", "train_text_encoder", "text_encoder_learning_rate")
+    __slots__ = ("max_train_steps", "learning_rate", "lr_scheduler", "lr_warmup_steps", "train_batch_size", "gradient_accumulation_steps", "mixed_precision", "gradient_checkpointing", "seed", "snr_gamma", "noise_offset", "random_flip", "center_crop", "resolution", "train_text_encoder", "text_encoder_learning_rate", "memory_plan", "memory_budget_mib", "optimizer")
     MAX_TRAIN_STEPS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     LR_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +218,9 @@ class Hyperparameters(_message.Message):
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     TRAIN_TEXT_ENCODER_FIELD_NUMBER: _ClassVar[int]
     TEXT_ENCODER_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PLAN_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_MIB_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     max_train_steps: int
     learning_rate: float
     lr_scheduler: str
@@ -214,7 +237,10 @@ class Hyperparameters(_message.Message):
     resolution: int
     train_text_encoder: bool
     text_encoder_learning_rate: float
-    def __init__(self, max_train_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., lr_warmup_steps: _Optional[int] = ..., train_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., mixed_precision: _Optional[_Union[MixedPrecision, str]] = ..., gradient_checkpointing: _Optional[bool] = ..., seed: _Optional[int] = ..., snr_gamma: _Optional[float] = ..., noise_offset: _Optional[float] = ..., random_flip: _Optional[bool] = ..., center_crop: _Optional[bool] = ..., resolution: _Optional[int] = ..., train_text_encoder: _Optional[bool] = ..., text_encoder_learning_rate: _Optional[float] = ...) -> None: ...
+    memory_plan: MemoryPlan
+    memory_budget_mib: int
+    optimizer: Optimizer
+    def __init__(self, max_train_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[str] = ..., lr_warmup_steps: _Optional[int] = ..., train_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., mixed_precision: _Optional[_Union[MixedPrecision, str]] = ..., gradient_checkpointing: _Optional[bool] = ..., seed: _Optional[int] = ..., snr_gamma: _Optional[float] = ..., noise_offset: _Optional[float] = ..., random_flip: _Optional[bool] = ..., center_crop: _Optional[bool] = ..., resolution: _Optional[int] = ..., train_text_encoder: _Optional[bool] = ..., text_encoder_learning_rate: _Optional[float] = ..., memory_plan: _Optional[_Union[MemoryPlan, str]] = ..., memory_budget_mib: _Optional[int] = ..., optimizer: _Optional[_Union[Optimizer, str]] = ...) -> None: ...
 
 class LoraConfig(_message.Message):
     __slots__ = ("rank", "alpha", "target_modules", "dropout")

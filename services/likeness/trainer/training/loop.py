@@ -13,6 +13,7 @@ and nothing touches storage between checkpoints.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import random
 import shutil
@@ -37,6 +38,17 @@ from likeness.trainer.config import TrainingConfig
 from likeness.trainer.training import checkpoints
 from likeness.trainer.training.data import ImageSet, StatelessSampler, TrainingData, mix_seed
 from likeness.trainer.training.lora import add_lora
+from likeness.trainer.training.memory import (
+    MemoryPlan,
+    ModelShape,
+    check_plan,
+    device_budget_bytes,
+    make_optimizer,
+    plan_memory,
+)
+from likeness.trainer.training.prior import lean_vae
+
+log = logging.getLogger(__name__)
 
 MAX_GRAD_NORM = 1.0
 LOSS_SMOOTHING = 0.9
@@ -130,6 +142,28 @@ def _weight_dtype(accelerator: Accelerator) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
+def place_for_class_images(pipeline: Pipeline, config: TrainingConfig, accelerator: Accelerator) -> None:
+    """Moves the pipeline to the run's device to render class images, in the precision training will hold it.
+
+    On a GPU, a LoRA run keeps its frozen UNet and text encoders in the mixed-precision dtype anyway, so they are cast now
+    (half the memory of float32, nothing lost); a full fine-tune trains in float32, so its weights stay float32
+    and class images render under autocast. The VAE keeps the dtype training gives it (float32 when its config
+    says `force_upcast`).
+    """
+    components: Any = pipeline
+    dtype = _weight_dtype(accelerator)
+    # Only on CUDA, where the class images render under autocast, which bridges a half-precision UNet and a
+    # float32 VAE.
+    frozen = accelerator.device.type == "cuda" and config.method == "lora" and dtype != torch.float32
+    for name in ("unet", "text_encoder", "text_encoder_2"):
+        module = getattr(components, name, None)
+        if module is not None:
+            _place(module, accelerator.device, dtype if frozen else torch.float32)
+    vae = components.vae
+    keep_float32 = getattr(vae.config, "force_upcast", False) or not frozen
+    _place(vae, accelerator.device, torch.float32 if keep_float32 else dtype)
+
+
 class _Conditioning:
     """Prompt embeddings by prompt index: precomputed for frozen text encoders, else encoded per step."""
 
@@ -182,10 +216,12 @@ class _Conditioning:
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    # Casting only when needed: diffusers warns on every `.to(dtype=...)`, even a no-op one.
-    module.to(device)
+    # Casting only when needed: diffusers warns on every `.to(dtype=...)`, even a no-op one. Cast and move in one
+    # call, tensor by tensor, so a float32 copy of the whole module never lands on the device.
     if next(module.parameters()).dtype != dtype:
-        module.to(dtype=dtype)
+        module.to(device=device, dtype=dtype)
+    else:
+        module.to(device)
 
 
 def _png(image) -> bytes:
@@ -232,8 +268,25 @@ class _Run:
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
+    def plan_memory(self) -> MemoryPlan:
+        """The memory plan of this run on its device (before adapters are added: the shape is the base's)."""
+        config = self.config
+        plan = plan_memory(
+            ModelShape.of_pipeline(self.pipeline),
+            config,
+            device_type=self.device.type,
+            dtype=self.dtype,
+            resolution=self.resolution,
+            budget_bytes=device_budget_bytes(self.device, config.memory_budget_mib or 0),
+        )
+        if self.accelerator.is_main_process:
+            log.info("%s", plan.describe())
+        check_plan(plan)
+        return plan
+
     def setup_models(self) -> None:
         config = self.config
+        self.memory = self.plan_memory()
         self.pipeline.vae.requires_grad_(False)
         self.unet.requires_grad_(config.method == "full")
         for encoder in self.text_encoders:
@@ -243,7 +296,7 @@ class _Run:
             if config.train_text_encoder:
                 for encoder in self.text_encoders:
                     add_lora(encoder, config.lora, text_encoder=True)
-        if config.gradient_checkpointing:
+        if self.memory.options.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if config.train_text_encoder:
                 for encoder in self.text_encoders:
@@ -284,6 +337,10 @@ class _Run:
                 assert image_set.latent_mean is not None and image_set.latent_std is not None  # set by cache_latents
                 image_set.latent_mean = image_set.latent_mean.to(self.device)
                 image_set.latent_std = image_set.latent_std.to(self.device)
+        if self.memory.options.offload_text_encoders and not config.train_text_encoder:
+            # The prompts' embeddings are cached: the frozen encoders only come back to render validation images.
+            for encoder in self.text_encoders:
+                encoder.to("cpu")
         needs_vae = not self.instances.fixed_crop or (self.classes is not None and not self.classes.fixed_crop)
         if not needs_vae and not config.validation.prompts:
             # Latents are cached and nothing will be rendered: the VAE would only hold device memory.
@@ -310,7 +367,7 @@ class _Run:
         if encoder_params:
             groups.append({"params": encoder_params, "lr": config.effective_text_encoder_learning_rate})
         self.trainable_params = unet_params + encoder_params
-        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.optimizer = make_optimizer(self.memory.options.optimizer, groups, self.device)
         # Stepped by hand once per optimizer step (not prepared): accelerate would step it once per process.
         self.lr_scheduler = get_scheduler(
             config.lr_scheduler,
@@ -486,15 +543,16 @@ class _Run:
         was_training = [module.training for module in modules]
         for module in modules:
             module.eval()
-        vae_device = next(self.pipeline.vae.parameters()).device
-        self.pipeline.vae.to(self.device)
+        parked = [m for m in (self.pipeline.vae, *self.text_encoders) if next(m.parameters()).device != self.device]
+        for module in parked:
+            module.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         images = []
         # Rendering must not consume the training's random state (dropout), or resumed runs would diverge.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for prompt in settings.prompts:
                 generator = torch.Generator(device=self.device).manual_seed(settings.seed)
-                with self.accelerator.autocast():
+                with self.accelerator.autocast(), lean_vae(self.pipeline, self.resolution):
                     image = self.pipeline(
                         prompt,
                         num_inference_steps=settings.num_inference_steps,
@@ -503,7 +561,8 @@ class _Run:
                         generator=generator,
                     ).images[0]
                 images.append(ValidationImage(prompt, _png(image), image.width, image.height))
-        self.pipeline.vae.to(vae_device)
+        for module in parked:
+            module.to("cpu")
         for module, training in zip(modules, was_training, strict=True):
             module.train(training)
         if self.callbacks.on_validation is not None:

@@ -74,25 +74,32 @@ def generation_batch(resolution: int) -> int:
 
 
 @contextlib.contextmanager
-def _lean_generation(pipeline: Any, resolution: int) -> Iterator[None]:
-    """Memory-lean rendering with the training pipeline: the VAE decodes one image at a time (and in tiles from
-    1024 px), and on a GPU the matmuls run in half precision under autocast. The weights stay as they are (fp32
-    for training): casting them down and back would change the base model the subject is trained on."""
+def lean_vae(pipeline: Any, resolution: int) -> Iterator[None]:
+    """The VAE decodes one image at a time, and in tiles from 1024 px (class images and validation images)."""
     vae = pipeline.vae
     vae.enable_slicing()
     tiled = resolution >= 1024
     if tiled:
         vae.enable_tiling()
-    device = pipeline._execution_device
-    half = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    autocast = torch.autocast("cuda", dtype=half) if device.type == "cuda" else contextlib.nullcontext()
     try:
-        with autocast:
-            yield
+        yield
     finally:
         vae.disable_slicing()
         if tiled:
             vae.disable_tiling()
+
+
+@contextlib.contextmanager
+def _lean_generation(pipeline: Any, resolution: int) -> Iterator[None]:
+    """Memory-lean rendering with the training pipeline: `lean_vae`, and on a GPU the matmuls in half precision
+    under autocast. The weights are not cast here: a LoRA run's were already placed in its mixed-precision dtype
+    (`loop.place_for_class_images`), a full fine-tune's stay float32, as casting them down and back would change
+    the base model the subject is trained on."""
+    device = pipeline._execution_device
+    half = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    autocast = torch.autocast("cuda", dtype=half) if device.type == "cuda" else contextlib.nullcontext()
+    with lean_vae(pipeline, resolution), autocast:
+        yield
 
 
 @torch.no_grad()

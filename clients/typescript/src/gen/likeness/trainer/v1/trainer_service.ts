@@ -247,6 +247,102 @@ export function mixedPrecisionToJSON(object: MixedPrecision): string {
   }
 }
 
+/** How the trainer fits a job into device memory (see docs/trainer.md, "Memory plan"). */
+export enum MemoryPlan {
+  /** MEMORY_PLAN_UNSPECIFIED - Not set: MEMORY_PLAN_AUTO. */
+  MEMORY_PLAN_UNSPECIFIED = 0,
+  /**
+   * MEMORY_PLAN_AUTO - Estimate the job's memory and turn on savers, cheapest first (text encoders off the device, gradient
+   * checkpointing, a memory-lean optimizer), until it fits; a job that fits with none fails FAILED_PRECONDITION.
+   */
+  MEMORY_PLAN_AUTO = 1,
+  /** MEMORY_PLAN_OFF - Use the hyperparameters exactly as given, without estimating. */
+  MEMORY_PLAN_OFF = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function memoryPlanFromJSON(object: any): MemoryPlan {
+  switch (object) {
+    case 0:
+    case "MEMORY_PLAN_UNSPECIFIED":
+      return MemoryPlan.MEMORY_PLAN_UNSPECIFIED;
+    case 1:
+    case "MEMORY_PLAN_AUTO":
+      return MemoryPlan.MEMORY_PLAN_AUTO;
+    case 2:
+    case "MEMORY_PLAN_OFF":
+      return MemoryPlan.MEMORY_PLAN_OFF;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MemoryPlan.UNRECOGNIZED;
+  }
+}
+
+export function memoryPlanToJSON(object: MemoryPlan): string {
+  switch (object) {
+    case MemoryPlan.MEMORY_PLAN_UNSPECIFIED:
+      return "MEMORY_PLAN_UNSPECIFIED";
+    case MemoryPlan.MEMORY_PLAN_AUTO:
+      return "MEMORY_PLAN_AUTO";
+    case MemoryPlan.MEMORY_PLAN_OFF:
+      return "MEMORY_PLAN_OFF";
+    case MemoryPlan.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** The optimizer of a training run. */
+export enum Optimizer {
+  /** OPTIMIZER_UNSPECIFIED - Not set: the memory plan chooses (AdamW, or a memory-lean one when memory is short). */
+  OPTIMIZER_UNSPECIFIED = 0,
+  /** OPTIMIZER_ADAMW - torch's AdamW (two float32 moments per trained parameter). */
+  OPTIMIZER_ADAMW = 1,
+  /** OPTIMIZER_ADAMW_8BIT - bitsandbytes' 8-bit AdamW (a quarter of AdamW's state); CUDA devices only. */
+  OPTIMIZER_ADAMW_8BIT = 2,
+  /** OPTIMIZER_ADAFACTOR - Adafactor (factored second moment, no first moment): the memory-lean choice without CUDA. */
+  OPTIMIZER_ADAFACTOR = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function optimizerFromJSON(object: any): Optimizer {
+  switch (object) {
+    case 0:
+    case "OPTIMIZER_UNSPECIFIED":
+      return Optimizer.OPTIMIZER_UNSPECIFIED;
+    case 1:
+    case "OPTIMIZER_ADAMW":
+      return Optimizer.OPTIMIZER_ADAMW;
+    case 2:
+    case "OPTIMIZER_ADAMW_8BIT":
+      return Optimizer.OPTIMIZER_ADAMW_8BIT;
+    case 3:
+    case "OPTIMIZER_ADAFACTOR":
+      return Optimizer.OPTIMIZER_ADAFACTOR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Optimizer.UNRECOGNIZED;
+  }
+}
+
+export function optimizerToJSON(object: Optimizer): string {
+  switch (object) {
+    case Optimizer.OPTIMIZER_UNSPECIFIED:
+      return "OPTIMIZER_UNSPECIFIED";
+    case Optimizer.OPTIMIZER_ADAMW:
+      return "OPTIMIZER_ADAMW";
+    case Optimizer.OPTIMIZER_ADAMW_8BIT:
+      return "OPTIMIZER_ADAMW_8BIT";
+    case Optimizer.OPTIMIZER_ADAFACTOR:
+      return "OPTIMIZER_ADAFACTOR";
+    case Optimizer.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** One photo sent inline. */
 export interface Photo {
   /** Original file name, used in reports. */
@@ -436,7 +532,20 @@ export interface Hyperparameters {
   /** Also train the text encoder(s). */
   trainTextEncoder: boolean;
   /** Learning rate of the text encoder(s); unset uses learning_rate. */
-  textEncoderLearningRate?: number | undefined;
+  textEncoderLearningRate?:
+    | number
+    | undefined;
+  /** How the job is fitted into device memory (default MEMORY_PLAN_AUTO); settings turned on above stay on. */
+  memoryPlan: MemoryPlan;
+  /**
+   * Device memory the plan fits the job into, in MiB, 1024 to 1048576; unset uses the device's own (all of a GPU's
+   * memory, the available memory of a CPU).
+   */
+  memoryBudgetMib?:
+    | number
+    | undefined;
+  /** The optimizer; unset lets the memory plan choose. */
+  optimizer: Optimizer;
 }
 
 /** LoRA settings. */
@@ -2228,6 +2337,9 @@ function createBaseHyperparameters(): Hyperparameters {
     resolution: 0,
     trainTextEncoder: false,
     textEncoderLearningRate: undefined,
+    memoryPlan: 0,
+    memoryBudgetMib: undefined,
+    optimizer: 0,
   };
 }
 
@@ -2283,6 +2395,15 @@ export const Hyperparameters: MessageFns<Hyperparameters> = {
     }
     if (message.textEncoderLearningRate !== undefined) {
       writer.uint32(133).float(message.textEncoderLearningRate);
+    }
+    if (message.memoryPlan !== 0) {
+      writer.uint32(136).int32(message.memoryPlan);
+    }
+    if (message.memoryBudgetMib !== undefined) {
+      writer.uint32(144).int32(message.memoryBudgetMib);
+    }
+    if (message.optimizer !== 0) {
+      writer.uint32(152).int32(message.optimizer);
     }
     return writer;
   },
@@ -2428,6 +2549,30 @@ export const Hyperparameters: MessageFns<Hyperparameters> = {
             message.textEncoderLearningRate = reader.float();
             continue;
           }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.memoryPlan = reader.int32() as any;
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.memoryBudgetMib = reader.int32();
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.optimizer = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2514,6 +2659,17 @@ export const Hyperparameters: MessageFns<Hyperparameters> = {
         : isSet(object.text_encoder_learning_rate)
         ? globalThis.Number(object.text_encoder_learning_rate)
         : undefined,
+      memoryPlan: isSet(object.memoryPlan)
+        ? memoryPlanFromJSON(object.memoryPlan)
+        : isSet(object.memory_plan)
+        ? memoryPlanFromJSON(object.memory_plan)
+        : 0,
+      memoryBudgetMib: isSet(object.memoryBudgetMib)
+        ? globalThis.Number(object.memoryBudgetMib)
+        : isSet(object.memory_budget_mib)
+        ? globalThis.Number(object.memory_budget_mib)
+        : undefined,
+      optimizer: isSet(object.optimizer) ? optimizerFromJSON(object.optimizer) : 0,
     };
   },
 
@@ -2567,6 +2723,15 @@ export const Hyperparameters: MessageFns<Hyperparameters> = {
     if (message.textEncoderLearningRate !== undefined) {
       obj.textEncoderLearningRate = floatToJson(message.textEncoderLearningRate);
     }
+    if (message.memoryPlan !== 0) {
+      obj.memoryPlan = memoryPlanToJSON(message.memoryPlan);
+    }
+    if (message.memoryBudgetMib !== undefined) {
+      obj.memoryBudgetMib = Math.round(message.memoryBudgetMib);
+    }
+    if (message.optimizer !== 0) {
+      obj.optimizer = optimizerToJSON(message.optimizer);
+    }
     return obj;
   },
 
@@ -2591,6 +2756,9 @@ export const Hyperparameters: MessageFns<Hyperparameters> = {
     message.resolution = object.resolution ?? 0;
     message.trainTextEncoder = object.trainTextEncoder ?? false;
     message.textEncoderLearningRate = object.textEncoderLearningRate ?? undefined;
+    message.memoryPlan = object.memoryPlan ?? 0;
+    message.memoryBudgetMib = object.memoryBudgetMib ?? undefined;
+    message.optimizer = object.optimizer ?? 0;
     return message;
   },
 };
