@@ -268,7 +268,7 @@ class _Run:
 
     # ---- set-up -------------------------------------------------------------------------------------------
 
-    def plan_memory(self) -> MemoryPlan:
+    def choose_memory_plan(self) -> MemoryPlan:
         """The memory plan of this run on its device (before adapters are added: the shape is the base's)."""
         config = self.config
         plan = plan_memory(
@@ -286,7 +286,7 @@ class _Run:
 
     def setup_models(self) -> None:
         config = self.config
-        self.memory = self.plan_memory()
+        self.memory = self.choose_memory_plan()
         self.pipeline.vae.requires_grad_(False)
         self.unet.requires_grad_(config.method == "full")
         for encoder in self.text_encoders:
