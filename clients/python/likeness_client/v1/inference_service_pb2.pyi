@@ -23,6 +23,12 @@ class ArtifactKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTIFACT_KIND_KOHYA_LORA: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_MANIFEST: _ClassVar[ArtifactKind]
     ARTIFACT_KIND_SAMPLE_IMAGE: _ClassVar[ArtifactKind]
+
+class LoraFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LORA_FORMAT_UNSPECIFIED: _ClassVar[LoraFormat]
+    LORA_FORMAT_DIFFUSERS: _ClassVar[LoraFormat]
+    LORA_FORMAT_KOHYA: _ClassVar[LoraFormat]
 LOAD_STATE_UNSPECIFIED: LoadState
 LOAD_STATE_NOT_LOADED: LoadState
 LOAD_STATE_LOADING: LoadState
@@ -33,9 +39,12 @@ ARTIFACT_KIND_WEIGHTS: ArtifactKind
 ARTIFACT_KIND_KOHYA_LORA: ArtifactKind
 ARTIFACT_KIND_MANIFEST: ArtifactKind
 ARTIFACT_KIND_SAMPLE_IMAGE: ArtifactKind
+LORA_FORMAT_UNSPECIFIED: LoraFormat
+LORA_FORMAT_DIFFUSERS: LoraFormat
+LORA_FORMAT_KOHYA: LoraFormat
 
 class GenerateImagesRequest(_message.Message):
-    __slots__ = ("subject_model_id", "base_model", "prompt", "parameters", "num_images", "output_format", "preview_every_n_steps", "record_in_gallery", "gallery_tags", "remix_prompt_id")
+    __slots__ = ("subject_model_id", "base_model", "prompt", "parameters", "num_images", "output_format", "preview_every_n_steps", "record_in_gallery", "gallery_tags", "remix_prompt_id", "loras", "init_image", "strength", "mask_image")
     SUBJECT_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +55,10 @@ class GenerateImagesRequest(_message.Message):
     RECORD_IN_GALLERY_FIELD_NUMBER: _ClassVar[int]
     GALLERY_TAGS_FIELD_NUMBER: _ClassVar[int]
     REMIX_PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    MASK_IMAGE_FIELD_NUMBER: _ClassVar[int]
     subject_model_id: str
     base_model: str
     prompt: str
@@ -56,7 +69,19 @@ class GenerateImagesRequest(_message.Message):
     record_in_gallery: bool
     gallery_tags: _containers.RepeatedScalarFieldContainer[str]
     remix_prompt_id: str
-    def __init__(self, subject_model_id: _Optional[str] = ..., base_model: _Optional[str] = ..., prompt: _Optional[str] = ..., parameters: _Optional[_Union[_types_pb2.GenerationParameters, _Mapping]] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., preview_every_n_steps: _Optional[int] = ..., record_in_gallery: _Optional[bool] = ..., gallery_tags: _Optional[_Iterable[str]] = ..., remix_prompt_id: _Optional[str] = ...) -> None: ...
+    loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
+    init_image: bytes
+    strength: float
+    mask_image: bytes
+    def __init__(self, subject_model_id: _Optional[str] = ..., base_model: _Optional[str] = ..., prompt: _Optional[str] = ..., parameters: _Optional[_Union[_types_pb2.GenerationParameters, _Mapping]] = ..., num_images: _Optional[int] = ..., output_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., preview_every_n_steps: _Optional[int] = ..., record_in_gallery: _Optional[bool] = ..., gallery_tags: _Optional[_Iterable[str]] = ..., remix_prompt_id: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., init_image: _Optional[bytes] = ..., strength: _Optional[float] = ..., mask_image: _Optional[bytes] = ...) -> None: ...
+
+class LoraWeight(_message.Message):
+    __slots__ = ("lora_id", "weight")
+    LORA_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    lora_id: str
+    weight: float
+    def __init__(self, lora_id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("request_id", "queue_position", "effective_prompt")
@@ -153,12 +178,14 @@ class SubjectModelStatus(_message.Message):
     def __init__(self, model: _Optional[_Union[_types_pb2.SubjectModel, _Mapping]] = ..., state: _Optional[_Union[LoadState, str]] = ..., failure_reason: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class ListSubjectModelsRequest(_message.Message):
-    __slots__ = ("base_model", "loaded_only")
+    __slots__ = ("base_model", "loaded_only", "kind")
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     LOADED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     base_model: str
     loaded_only: bool
-    def __init__(self, base_model: _Optional[str] = ..., loaded_only: _Optional[bool] = ...) -> None: ...
+    kind: _types_pb2.SubjectKind
+    def __init__(self, base_model: _Optional[str] = ..., loaded_only: _Optional[bool] = ..., kind: _Optional[_Union[_types_pb2.SubjectKind, str]] = ...) -> None: ...
 
 class ListSubjectModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -281,3 +308,37 @@ class DownloadSubjectModelResponse(_message.Message):
     file: ArtifactFile
     data: bytes
     def __init__(self, file: _Optional[_Union[ArtifactFile, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ImportLoraHeader(_message.Message):
+    __slots__ = ("base_model", "kind", "identifier", "class_noun", "file_name", "size_bytes")
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NOUN_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    base_model: str
+    kind: _types_pb2.SubjectKind
+    identifier: str
+    class_noun: str
+    file_name: str
+    size_bytes: int
+    def __init__(self, base_model: _Optional[str] = ..., kind: _Optional[_Union[_types_pb2.SubjectKind, str]] = ..., identifier: _Optional[str] = ..., class_noun: _Optional[str] = ..., file_name: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class ImportLoraRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ImportLoraHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[ImportLoraHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ImportLoraResponse(_message.Message):
+    __slots__ = ("model", "source_format", "layer_count")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LAYER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    model: SubjectModelStatus
+    source_format: LoraFormat
+    layer_count: int
+    def __init__(self, model: _Optional[_Union[SubjectModelStatus, _Mapping]] = ..., source_format: _Optional[_Union[LoraFormat, str]] = ..., layer_count: _Optional[int] = ...) -> None: ...

@@ -71,6 +71,11 @@ class InferenceServiceStub:
                 request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelRequest.SerializeToString,
                 response_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelResponse.FromString,
                 _registered_method=True)
+        self.ImportLora = channel.stream_unary(
+                '/likeness.inference.v1.InferenceService/ImportLora',
+                request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.ImportLoraRequest.SerializeToString,
+                response_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.ImportLoraResponse.FromString,
+                _registered_method=True)
         self.GetServerStatus = channel.unary_unary(
                 '/likeness.inference.v1.InferenceService/GetServerStatus',
                 request_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.GetServerStatusRequest.SerializeToString,
@@ -136,6 +141,16 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportLora(self, request_iterator, context):
+        """Imports a LoRA made with another tool (kohya / A1111 / civitai or diffusers / PEFT layout, safetensors only)
+        as a subject or a style of the caller's tenant: a header, then the file in chunks. The file is converted once,
+        checked against the base model (a layer it does not have or a shape that does not fit is INVALID_ARGUMENT
+        naming the layer) and published like a trained subject model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerStatus(self, request, context):
         """Reports loaded models, memory and queue.
         """
@@ -180,6 +195,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.DownloadSubjectModel,
                     request_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelRequest.FromString,
                     response_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelResponse.SerializeToString,
+            ),
+            'ImportLora': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportLora,
+                    request_deserializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.ImportLoraRequest.FromString,
+                    response_serializer=likeness_dot_inference_dot_v1_dot_inference__service__pb2.ImportLoraResponse.SerializeToString,
             ),
             'GetServerStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerStatus,
@@ -378,6 +398,33 @@ class InferenceService:
             '/likeness.inference.v1.InferenceService/DownloadSubjectModel',
             likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelRequest.SerializeToString,
             likeness_dot_inference_dot_v1_dot_inference__service__pb2.DownloadSubjectModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportLora(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/likeness.inference.v1.InferenceService/ImportLora',
+            likeness_dot_inference_dot_v1_dot_inference__service__pb2.ImportLoraRequest.SerializeToString,
+            likeness_dot_inference_dot_v1_dot_inference__service__pb2.ImportLoraResponse.FromString,
             options,
             channel_credentials,
             insecure,

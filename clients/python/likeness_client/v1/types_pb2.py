@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clikeness/type/v1/types.proto\x12\x10likeness.type.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x0c\x45ncodedImage\x12-\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1d.likeness.type.v1.ImageFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0c\n\x04name\x18\x05 \x01(\t\"\xcb\x02\n\x14GenerationParameters\x12\x17\n\x0fnegative_prompt\x18\x01 \x01(\t\x12 \n\x13num_inference_steps\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05width\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06height\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12.\n\tscheduler\x18\x06 \x01(\x0e\x32\x1b.likeness.type.v1.Scheduler\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x04\x88\x01\x01\x12\x17\n\nlora_scale\x18\x08 \x01(\x02H\x05\x88\x01\x01\x42\x16\n\x14_num_inference_stepsB\x11\n\x0f_guidance_scaleB\x08\n\x06_widthB\t\n\x07_heightB\x07\n\x05_seedB\r\n\x0b_lora_scale\"\xff\x02\n\x0cSubjectModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nidentifier\x18\x02 \x01(\t\x12\x12\n\nclass_noun\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x30\n\x06method\x18\x05 \x01(\x0e\x32 .likeness.type.v1.TrainingMethod\x12\x11\n\tlora_rank\x18\x06 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x07metrics\x18\x08 \x03(\x0b\x32+.likeness.type.v1.SubjectModel.MetricsEntry\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x19\n\x11sample_image_keys\x18\n \x03(\t\x12\x12\n\nsize_bytes\x18\x0b \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*e\n\x0eTrainingMethod\x12\x1f\n\x1bTRAINING_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14TRAINING_METHOD_LORA\x10\x01\x12\x18\n\x14TRAINING_METHOD_FULL\x10\x02*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*\xbc\x01\n\tScheduler\x12\x19\n\x15SCHEDULER_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCHEDULER_DDIM\x10\x01\x12\x13\n\x0fSCHEDULER_EULER\x10\x02\x12\x1d\n\x19SCHEDULER_EULER_ANCESTRAL\x10\x03\x12\"\n\x1eSCHEDULER_DPM_SOLVER_MULTISTEP\x10\x04\x12\x14\n\x10SCHEDULER_UNI_PC\x10\x05\x12\x12\n\x0eSCHEDULER_DDPM\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clikeness/type/v1/types.proto\x12\x10likeness.type.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x0c\x45ncodedImage\x12-\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1d.likeness.type.v1.ImageFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0c\n\x04name\x18\x05 \x01(\t\"\xcb\x02\n\x14GenerationParameters\x12\x17\n\x0fnegative_prompt\x18\x01 \x01(\t\x12 \n\x13num_inference_steps\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05width\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06height\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12.\n\tscheduler\x18\x06 \x01(\x0e\x32\x1b.likeness.type.v1.Scheduler\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x04\x88\x01\x01\x12\x17\n\nlora_scale\x18\x08 \x01(\x02H\x05\x88\x01\x01\x42\x16\n\x14_num_inference_stepsB\x11\n\x0f_guidance_scaleB\x08\n\x06_widthB\t\n\x07_heightB\x07\n\x05_seedB\r\n\x0b_lora_scale\"\xdb\x03\n\x0cSubjectModel\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nidentifier\x18\x02 \x01(\t\x12\x12\n\nclass_noun\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12\x30\n\x06method\x18\x05 \x01(\x0e\x32 .likeness.type.v1.TrainingMethod\x12\x11\n\tlora_rank\x18\x06 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x07metrics\x18\x08 \x03(\x0b\x32+.likeness.type.v1.SubjectModel.MetricsEntry\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x19\n\x11sample_image_keys\x18\n \x03(\t\x12\x12\n\nsize_bytes\x18\x0b \x01(\x03\x12+\n\x04kind\x18\x0c \x01(\x0e\x32\x1d.likeness.type.v1.SubjectKind\x12-\n\x06origin\x18\r \x01(\x0e\x32\x1d.likeness.type.v1.ModelOrigin\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*e\n\x0eTrainingMethod\x12\x1f\n\x1bTRAINING_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14TRAINING_METHOD_LORA\x10\x01\x12\x18\n\x14TRAINING_METHOD_FULL\x10\x02*]\n\x0bSubjectKind\x12\x1c\n\x18SUBJECT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14SUBJECT_KIND_SUBJECT\x10\x01\x12\x16\n\x12SUBJECT_KIND_STYLE\x10\x02*`\n\x0bModelOrigin\x12\x1c\n\x18MODEL_ORIGIN_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_ORIGIN_TRAINED\x10\x01\x12\x19\n\x15MODEL_ORIGIN_IMPORTED\x10\x02*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*\xbc\x01\n\tScheduler\x12\x19\n\x15SCHEDULER_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCHEDULER_DDIM\x10\x01\x12\x13\n\x0fSCHEDULER_EULER\x10\x02\x12\x1d\n\x19SCHEDULER_EULER_ANCESTRAL\x10\x03\x12\"\n\x1eSCHEDULER_DPM_SOLVER_MULTISTEP\x10\x04\x12\x14\n\x10SCHEDULER_UNI_PC\x10\x05\x12\x12\n\x0eSCHEDULER_DDPM\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBJECTMODEL_METRICSENTRY']._loaded_options = None
   _globals['_SUBJECTMODEL_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TRAININGMETHOD']._serialized_start=925
-  _globals['_TRAININGMETHOD']._serialized_end=1026
-  _globals['_IMAGEFORMAT']._serialized_start=1028
-  _globals['_IMAGEFORMAT']._serialized_end=1139
-  _globals['_SCHEDULER']._serialized_start=1142
-  _globals['_SCHEDULER']._serialized_end=1330
+  _globals['_TRAININGMETHOD']._serialized_start=1017
+  _globals['_TRAININGMETHOD']._serialized_end=1118
+  _globals['_SUBJECTKIND']._serialized_start=1120
+  _globals['_SUBJECTKIND']._serialized_end=1213
+  _globals['_MODELORIGIN']._serialized_start=1215
+  _globals['_MODELORIGIN']._serialized_end=1311
+  _globals['_IMAGEFORMAT']._serialized_start=1313
+  _globals['_IMAGEFORMAT']._serialized_end=1424
+  _globals['_SCHEDULER']._serialized_start=1427
+  _globals['_SCHEDULER']._serialized_end=1615
   _globals['_ENCODEDIMAGE']._serialized_start=83
   _globals['_ENCODEDIMAGE']._serialized_end=203
   _globals['_GENERATIONPARAMETERS']._serialized_start=206
   _globals['_GENERATIONPARAMETERS']._serialized_end=537
   _globals['_SUBJECTMODEL']._serialized_start=540
-  _globals['_SUBJECTMODEL']._serialized_end=923
-  _globals['_SUBJECTMODEL_METRICSENTRY']._serialized_start=877
-  _globals['_SUBJECTMODEL_METRICSENTRY']._serialized_end=923
+  _globals['_SUBJECTMODEL']._serialized_end=1015
+  _globals['_SUBJECTMODEL_METRICSENTRY']._serialized_start=969
+  _globals['_SUBJECTMODEL_METRICSENTRY']._serialized_end=1015
 # @@protoc_insertion_point(module_scope)

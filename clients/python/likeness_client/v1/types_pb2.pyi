@@ -16,6 +16,18 @@ class TrainingMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAINING_METHOD_LORA: _ClassVar[TrainingMethod]
     TRAINING_METHOD_FULL: _ClassVar[TrainingMethod]
 
+class SubjectKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUBJECT_KIND_UNSPECIFIED: _ClassVar[SubjectKind]
+    SUBJECT_KIND_SUBJECT: _ClassVar[SubjectKind]
+    SUBJECT_KIND_STYLE: _ClassVar[SubjectKind]
+
+class ModelOrigin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_ORIGIN_UNSPECIFIED: _ClassVar[ModelOrigin]
+    MODEL_ORIGIN_TRAINED: _ClassVar[ModelOrigin]
+    MODEL_ORIGIN_IMPORTED: _ClassVar[ModelOrigin]
+
 class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
@@ -35,6 +47,12 @@ class Scheduler(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 TRAINING_METHOD_UNSPECIFIED: TrainingMethod
 TRAINING_METHOD_LORA: TrainingMethod
 TRAINING_METHOD_FULL: TrainingMethod
+SUBJECT_KIND_UNSPECIFIED: SubjectKind
+SUBJECT_KIND_SUBJECT: SubjectKind
+SUBJECT_KIND_STYLE: SubjectKind
+MODEL_ORIGIN_UNSPECIFIED: ModelOrigin
+MODEL_ORIGIN_TRAINED: ModelOrigin
+MODEL_ORIGIN_IMPORTED: ModelOrigin
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
@@ -82,7 +100,7 @@ class GenerationParameters(_message.Message):
     def __init__(self, negative_prompt: _Optional[str] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., scheduler: _Optional[_Union[Scheduler, str]] = ..., seed: _Optional[int] = ..., lora_scale: _Optional[float] = ...) -> None: ...
 
 class SubjectModel(_message.Message):
-    __slots__ = ("model_id", "identifier", "class_noun", "base_model", "method", "lora_rank", "create_time", "metrics", "job_id", "sample_image_keys", "size_bytes")
+    __slots__ = ("model_id", "identifier", "class_noun", "base_model", "method", "lora_rank", "create_time", "metrics", "job_id", "sample_image_keys", "size_bytes", "kind", "origin")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +119,8 @@ class SubjectModel(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_IMAGE_KEYS_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     identifier: str
     class_noun: str
@@ -112,4 +132,6 @@ class SubjectModel(_message.Message):
     job_id: str
     sample_image_keys: _containers.RepeatedScalarFieldContainer[str]
     size_bytes: int
-    def __init__(self, model_id: _Optional[str] = ..., identifier: _Optional[str] = ..., class_noun: _Optional[str] = ..., base_model: _Optional[str] = ..., method: _Optional[_Union[TrainingMethod, str]] = ..., lora_rank: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[str] = ..., sample_image_keys: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    kind: SubjectKind
+    origin: ModelOrigin
+    def __init__(self, model_id: _Optional[str] = ..., identifier: _Optional[str] = ..., class_noun: _Optional[str] = ..., base_model: _Optional[str] = ..., method: _Optional[_Union[TrainingMethod, str]] = ..., lora_rank: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[str] = ..., sample_image_keys: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., kind: _Optional[_Union[SubjectKind, str]] = ..., origin: _Optional[_Union[ModelOrigin, str]] = ...) -> None: ...

@@ -35,6 +35,11 @@ type InferenceServiceClient interface {
 	// Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
 	// other tools: for each file a header, then its bytes in chunks.
 	DownloadSubjectModel(ctx context.Context, in *DownloadSubjectModelRequest, opts ...grpc.CallOption) (InferenceService_DownloadSubjectModelClient, error)
+	// Imports a LoRA made with another tool (kohya / A1111 / civitai or diffusers / PEFT layout, safetensors only)
+	// as a subject or a style of the caller's tenant: a header, then the file in chunks. The file is converted once,
+	// checked against the base model (a layer it does not have or a shape that does not fit is INVALID_ARGUMENT
+	// naming the layer) and published like a trained subject model.
+	ImportLora(ctx context.Context, opts ...grpc.CallOption) (InferenceService_ImportLoraClient, error)
 	// Reports loaded models, memory and queue.
 	GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*GetServerStatusResponse, error)
 }
@@ -156,6 +161,40 @@ func (x *inferenceServiceDownloadSubjectModelClient) Recv() (*DownloadSubjectMod
 	return m, nil
 }
 
+func (c *inferenceServiceClient) ImportLora(ctx context.Context, opts ...grpc.CallOption) (InferenceService_ImportLoraClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_InferenceService_serviceDesc.Streams[2], "/likeness.inference.v1.InferenceService/ImportLora", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &inferenceServiceImportLoraClient{stream}
+	return x, nil
+}
+
+type InferenceService_ImportLoraClient interface {
+	Send(*ImportLoraRequest) error
+	CloseAndRecv() (*ImportLoraResponse, error)
+	grpc.ClientStream
+}
+
+type inferenceServiceImportLoraClient struct {
+	grpc.ClientStream
+}
+
+func (x *inferenceServiceImportLoraClient) Send(m *ImportLoraRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *inferenceServiceImportLoraClient) CloseAndRecv() (*ImportLoraResponse, error) {
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	m := new(ImportLoraResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *inferenceServiceClient) GetServerStatus(ctx context.Context, in *GetServerStatusRequest, opts ...grpc.CallOption) (*GetServerStatusResponse, error) {
 	out := new(GetServerStatusResponse)
 	err := c.cc.Invoke(ctx, "/likeness.inference.v1.InferenceService/GetServerStatus", in, out, opts...)
@@ -187,6 +226,11 @@ type InferenceServiceServer interface {
 	// Streams a subject model's files (weights, kohya export, manifest, sample images) so they can be used with
 	// other tools: for each file a header, then its bytes in chunks.
 	DownloadSubjectModel(*DownloadSubjectModelRequest, InferenceService_DownloadSubjectModelServer) error
+	// Imports a LoRA made with another tool (kohya / A1111 / civitai or diffusers / PEFT layout, safetensors only)
+	// as a subject or a style of the caller's tenant: a header, then the file in chunks. The file is converted once,
+	// checked against the base model (a layer it does not have or a shape that does not fit is INVALID_ARGUMENT
+	// naming the layer) and published like a trained subject model.
+	ImportLora(InferenceService_ImportLoraServer) error
 	// Reports loaded models, memory and queue.
 	GetServerStatus(context.Context, *GetServerStatusRequest) (*GetServerStatusResponse, error)
 	mustEmbedUnimplementedInferenceServiceServer()
@@ -216,6 +260,9 @@ func (UnimplementedInferenceServiceServer) DeleteSubjectModel(context.Context, *
 }
 func (UnimplementedInferenceServiceServer) DownloadSubjectModel(*DownloadSubjectModelRequest, InferenceService_DownloadSubjectModelServer) error {
 	return status.Errorf(codes.Unimplemented, "method DownloadSubjectModel not implemented")
+}
+func (UnimplementedInferenceServiceServer) ImportLora(InferenceService_ImportLoraServer) error {
+	return status.Errorf(codes.Unimplemented, "method ImportLora not implemented")
 }
 func (UnimplementedInferenceServiceServer) GetServerStatus(context.Context, *GetServerStatusRequest) (*GetServerStatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetServerStatus not implemented")
@@ -365,6 +412,32 @@ func (x *inferenceServiceDownloadSubjectModelServer) Send(m *DownloadSubjectMode
 	return x.ServerStream.SendMsg(m)
 }
 
+func _InferenceService_ImportLora_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(InferenceServiceServer).ImportLora(&inferenceServiceImportLoraServer{stream})
+}
+
+type InferenceService_ImportLoraServer interface {
+	SendAndClose(*ImportLoraResponse) error
+	Recv() (*ImportLoraRequest, error)
+	grpc.ServerStream
+}
+
+type inferenceServiceImportLoraServer struct {
+	grpc.ServerStream
+}
+
+func (x *inferenceServiceImportLoraServer) SendAndClose(m *ImportLoraResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *inferenceServiceImportLoraServer) Recv() (*ImportLoraRequest, error) {
+	m := new(ImportLoraRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func _InferenceService_GetServerStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetServerStatusRequest)
 	if err := dec(in); err != nil {
@@ -422,6 +495,11 @@ var _InferenceService_serviceDesc = grpc.ServiceDesc{
 			StreamName:    "DownloadSubjectModel",
 			Handler:       _InferenceService_DownloadSubjectModel_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ImportLora",
+			Handler:       _InferenceService_ImportLora_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "likeness/inference/v1/inference_service.proto",

@@ -10,6 +10,8 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -23,6 +25,9 @@ import {
   ImageFormat,
   imageFormatFromJSON,
   imageFormatToJSON,
+  SubjectKind,
+  subjectKindFromJSON,
+  subjectKindToJSON,
   SubjectModel,
 } from "../../type/v1/types";
 
@@ -144,6 +149,49 @@ export function artifactKindToJSON(object: ArtifactKind): string {
   }
 }
 
+/** The layout of a LoRA file. */
+export enum LoraFormat {
+  /** LORA_FORMAT_UNSPECIFIED - Not set: detected from the file's keys. */
+  LORA_FORMAT_UNSPECIFIED = 0,
+  /** LORA_FORMAT_DIFFUSERS - diffusers / PEFT keys (`unet.<module>.lora_A.weight`), as `save_lora_weights` and this trainer write them. */
+  LORA_FORMAT_DIFFUSERS = 1,
+  /** LORA_FORMAT_KOHYA - kohya-ss keys (`lora_unet_<module>.lora_down.weight` with `.alpha`), used by A1111, ComfyUI and civitai. */
+  LORA_FORMAT_KOHYA = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function loraFormatFromJSON(object: any): LoraFormat {
+  switch (object) {
+    case 0:
+    case "LORA_FORMAT_UNSPECIFIED":
+      return LoraFormat.LORA_FORMAT_UNSPECIFIED;
+    case 1:
+    case "LORA_FORMAT_DIFFUSERS":
+      return LoraFormat.LORA_FORMAT_DIFFUSERS;
+    case 2:
+    case "LORA_FORMAT_KOHYA":
+      return LoraFormat.LORA_FORMAT_KOHYA;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return LoraFormat.UNRECOGNIZED;
+  }
+}
+
+export function loraFormatToJSON(object: LoraFormat): string {
+  switch (object) {
+    case LoraFormat.LORA_FORMAT_UNSPECIFIED:
+      return "LORA_FORMAT_UNSPECIFIED";
+    case LoraFormat.LORA_FORMAT_DIFFUSERS:
+      return "LORA_FORMAT_DIFFUSERS";
+    case LoraFormat.LORA_FORMAT_KOHYA:
+      return "LORA_FORMAT_KOHYA";
+    case LoraFormat.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Asks for images. */
 export interface GenerateImagesRequest {
   /** Subject model to generate with; empty generates with the base model alone. */
@@ -179,6 +227,33 @@ export interface GenerateImagesRequest {
    * subject model. Parameters set in this request override the entry's; the prompt must then be empty.
    */
   remixPromptId: string;
+  /**
+   * More LoRAs applied with the subject model, each at its own weight: styles, or other subjects (at most 4).
+   * Requests with different LoRAs still share a batch.
+   */
+  loras: LoraWeight[];
+  /**
+   * img2img and inpainting: the image to start from (PNG, JPEG or WebP). Without width and height the output has
+   * its size; with them it is resized to width x height.
+   */
+  initImage: Buffer;
+  /** How much of init_image is repainted, 0 (nothing) to 1 (all of it); default 0.75. Only with init_image. */
+  strength?:
+    | number
+    | undefined;
+  /**
+   * Inpainting: which pixels of init_image to repaint, a single-channel (grayscale) image of init_image's size,
+   * white repaints and black keeps. Only with init_image.
+   */
+  maskImage: Buffer;
+}
+
+/** A LoRA to apply and how strongly. */
+export interface LoraWeight {
+  /** Id of a subject model (subject or style) of the caller's tenant, trained or imported. */
+  loraId: string;
+  /** Its weight, -2 to 2 (default 1); negative weights push away from it. */
+  weight?: number | undefined;
 }
 
 /** The request was admitted. */
@@ -291,6 +366,8 @@ export interface ListSubjectModelsRequest {
   baseModel: string;
   /** Only models loaded in memory. */
   loadedOnly: boolean;
+  /** Only subjects or only styles; unspecified lists both. */
+  kind: SubjectKind;
 }
 
 /** Subject models. */
@@ -420,6 +497,47 @@ export interface DownloadSubjectModelResponse {
     | undefined;
 }
 
+/** First message of an import: what the file is for. */
+export interface ImportLoraHeader {
+  /** The base model the LoRA was made for (a catalog id of this deployment). */
+  baseModel: string;
+  /** A subject (then identifier and class_noun are required) or a style. */
+  kind: SubjectKind;
+  /** The token the LoRA was trained with, for example "ohwx" (subjects). */
+  identifier: string;
+  /** The class of the subject, for example "person" (subjects). */
+  classNoun: string;
+  /** The original file name, kept in the model's record. */
+  fileName: string;
+  /** The file's size in bytes, checked when the upload ends. */
+  sizeBytes: bigint;
+}
+
+/** One message of an import stream: the header first, then the file's bytes in chunks of at most 1 MiB. */
+export interface ImportLoraRequest {
+  /** Header or chunk. */
+  content?:
+    | //
+    /** What the file is for. */
+    { $case: "header"; value: ImportLoraHeader }
+    | //
+    /** The next bytes of the file. */
+    { $case: "chunk"; value: Buffer }
+    | undefined;
+}
+
+/** The imported model. */
+export interface ImportLoraResponse {
+  /** The new subject model, usable at once in GenerateImages (as subject_model_id or in loras). */
+  model?:
+    | SubjectModelStatus
+    | undefined;
+  /** The layout the file was in. */
+  sourceFormat: LoraFormat;
+  /** How many layers of the base model it adapts. */
+  layerCount: number;
+}
+
 function createBaseGenerateImagesRequest(): GenerateImagesRequest {
   return {
     subjectModelId: "",
@@ -432,6 +550,10 @@ function createBaseGenerateImagesRequest(): GenerateImagesRequest {
     recordInGallery: undefined,
     galleryTags: [],
     remixPromptId: "",
+    loras: [],
+    initImage: Buffer.alloc(0),
+    strength: undefined,
+    maskImage: Buffer.alloc(0),
   };
 }
 
@@ -466,6 +588,18 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
     }
     if (message.remixPromptId !== "") {
       writer.uint32(82).string(message.remixPromptId);
+    }
+    for (const v of message.loras) {
+      LoraWeight.encode(v!, writer.uint32(90).fork()).join();
+    }
+    if (message.initImage.length !== 0) {
+      writer.uint32(98).bytes(message.initImage);
+    }
+    if (message.strength !== undefined) {
+      writer.uint32(109).float(message.strength);
+    }
+    if (message.maskImage.length !== 0) {
+      writer.uint32(114).bytes(message.maskImage);
     }
     return writer;
   },
@@ -563,6 +697,38 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
             message.remixPromptId = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.loras.push(LoraWeight.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.initImage = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 13: {
+            if (tag !== 109) {
+              break;
+            }
+
+            message.strength = reader.float();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.maskImage = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -619,6 +785,20 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
         : isSet(object.remix_prompt_id)
         ? globalThis.String(object.remix_prompt_id)
         : "",
+      loras: globalThis.Array.isArray(object?.loras)
+        ? object.loras.map((e: any) => LoraWeight.fromJSON(e))
+        : [],
+      initImage: isSet(object.initImage)
+        ? Buffer.from(bytesFromBase64(object.initImage))
+        : isSet(object.init_image)
+        ? Buffer.from(bytesFromBase64(object.init_image))
+        : Buffer.alloc(0),
+      strength: isSet(object.strength) ? globalThis.Number(object.strength) : undefined,
+      maskImage: isSet(object.maskImage)
+        ? Buffer.from(bytesFromBase64(object.maskImage))
+        : isSet(object.mask_image)
+        ? Buffer.from(bytesFromBase64(object.mask_image))
+        : Buffer.alloc(0),
     };
   },
 
@@ -654,6 +834,18 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
     if (message.remixPromptId !== "") {
       obj.remixPromptId = message.remixPromptId;
     }
+    if (message.loras?.length) {
+      obj.loras = message.loras.map((e) => LoraWeight.toJSON(e));
+    }
+    if (message.initImage.length !== 0) {
+      obj.initImage = base64FromBytes(message.initImage);
+    }
+    if (message.strength !== undefined) {
+      obj.strength = floatToJson(message.strength);
+    }
+    if (message.maskImage.length !== 0) {
+      obj.maskImage = base64FromBytes(message.maskImage);
+    }
     return obj;
   },
 
@@ -674,6 +866,99 @@ export const GenerateImagesRequest: MessageFns<GenerateImagesRequest> = {
     message.recordInGallery = object.recordInGallery ?? undefined;
     message.galleryTags = object.galleryTags?.map((e) => e) || [];
     message.remixPromptId = object.remixPromptId ?? "";
+    message.loras = object.loras?.map((e) => LoraWeight.fromPartial(e)) || [];
+    message.initImage = object.initImage ?? Buffer.alloc(0);
+    message.strength = object.strength ?? undefined;
+    message.maskImage = object.maskImage ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseLoraWeight(): LoraWeight {
+  return { loraId: "", weight: undefined };
+}
+
+export const LoraWeight: MessageFns<LoraWeight> = {
+  encode(message: LoraWeight, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.loraId !== "") {
+      writer.uint32(10).string(message.loraId);
+    }
+    if (message.weight !== undefined) {
+      writer.uint32(21).float(message.weight);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoraWeight {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoraWeight();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.loraId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.weight = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoraWeight {
+    return {
+      loraId: isSet(object.loraId)
+        ? globalThis.String(object.loraId)
+        : isSet(object.lora_id)
+        ? globalThis.String(object.lora_id)
+        : "",
+      weight: isSet(object.weight) ? globalThis.Number(object.weight) : undefined,
+    };
+  },
+
+  toJSON(message: LoraWeight): unknown {
+    const obj: any = {};
+    if (message.loraId !== "") {
+      obj.loraId = message.loraId;
+    }
+    if (message.weight !== undefined) {
+      obj.weight = floatToJson(message.weight);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LoraWeight>, I>>(base?: I): LoraWeight {
+    return LoraWeight.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LoraWeight>, I>>(object: I): LoraWeight {
+    const message = createBaseLoraWeight();
+    message.loraId = object.loraId ?? "";
+    message.weight = object.weight ?? undefined;
     return message;
   },
 };
@@ -1712,7 +1997,7 @@ export const SubjectModelStatus: MessageFns<SubjectModelStatus> = {
 };
 
 function createBaseListSubjectModelsRequest(): ListSubjectModelsRequest {
-  return { baseModel: "", loadedOnly: false };
+  return { baseModel: "", loadedOnly: false, kind: 0 };
 }
 
 export const ListSubjectModelsRequest: MessageFns<ListSubjectModelsRequest> = {
@@ -1722,6 +2007,9 @@ export const ListSubjectModelsRequest: MessageFns<ListSubjectModelsRequest> = {
     }
     if (message.loadedOnly !== false) {
       writer.uint32(16).bool(message.loadedOnly);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(24).int32(message.kind);
     }
     return writer;
   },
@@ -1755,6 +2043,14 @@ export const ListSubjectModelsRequest: MessageFns<ListSubjectModelsRequest> = {
             message.loadedOnly = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1779,6 +2075,7 @@ export const ListSubjectModelsRequest: MessageFns<ListSubjectModelsRequest> = {
         : isSet(object.loaded_only)
         ? globalThis.Boolean(object.loaded_only)
         : false,
+      kind: isSet(object.kind) ? subjectKindFromJSON(object.kind) : 0,
     };
   },
 
@@ -1790,6 +2087,9 @@ export const ListSubjectModelsRequest: MessageFns<ListSubjectModelsRequest> = {
     if (message.loadedOnly !== false) {
       obj.loadedOnly = message.loadedOnly;
     }
+    if (message.kind !== 0) {
+      obj.kind = subjectKindToJSON(message.kind);
+    }
     return obj;
   },
 
@@ -1800,6 +2100,7 @@ export const ListSubjectModelsRequest: MessageFns<ListSubjectModelsRequest> = {
     const message = createBaseListSubjectModelsRequest();
     message.baseModel = object.baseModel ?? "";
     message.loadedOnly = object.loadedOnly ?? false;
+    message.kind = object.kind ?? 0;
     return message;
   },
 };
@@ -3226,6 +3527,386 @@ export const DownloadSubjectModelResponse: MessageFns<DownloadSubjectModelRespon
   },
 };
 
+function createBaseImportLoraHeader(): ImportLoraHeader {
+  return { baseModel: "", kind: 0, identifier: "", classNoun: "", fileName: "", sizeBytes: 0n };
+}
+
+export const ImportLoraHeader: MessageFns<ImportLoraHeader> = {
+  encode(message: ImportLoraHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.baseModel !== "") {
+      writer.uint32(10).string(message.baseModel);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.identifier !== "") {
+      writer.uint32(26).string(message.identifier);
+    }
+    if (message.classNoun !== "") {
+      writer.uint32(34).string(message.classNoun);
+    }
+    if (message.fileName !== "") {
+      writer.uint32(42).string(message.fileName);
+    }
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asIntN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type int64 too large");
+      }
+      writer.uint32(48).int64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportLoraHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportLoraHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.baseModel = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.identifier = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.classNoun = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.fileName = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.sizeBytes = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportLoraHeader {
+    return {
+      baseModel: isSet(object.baseModel)
+        ? globalThis.String(object.baseModel)
+        : isSet(object.base_model)
+        ? globalThis.String(object.base_model)
+        : "",
+      kind: isSet(object.kind) ? subjectKindFromJSON(object.kind) : 0,
+      identifier: isSet(object.identifier) ? globalThis.String(object.identifier) : "",
+      classNoun: isSet(object.classNoun)
+        ? globalThis.String(object.classNoun)
+        : isSet(object.class_noun)
+        ? globalThis.String(object.class_noun)
+        : "",
+      fileName: isSet(object.fileName)
+        ? globalThis.String(object.fileName)
+        : isSet(object.file_name)
+        ? globalThis.String(object.file_name)
+        : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? BigInt(object.size_bytes)
+        : 0n,
+    };
+  },
+
+  toJSON(message: ImportLoraHeader): unknown {
+    const obj: any = {};
+    if (message.baseModel !== "") {
+      obj.baseModel = message.baseModel;
+    }
+    if (message.kind !== 0) {
+      obj.kind = subjectKindToJSON(message.kind);
+    }
+    if (message.identifier !== "") {
+      obj.identifier = message.identifier;
+    }
+    if (message.classNoun !== "") {
+      obj.classNoun = message.classNoun;
+    }
+    if (message.fileName !== "") {
+      obj.fileName = message.fileName;
+    }
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportLoraHeader>, I>>(base?: I): ImportLoraHeader {
+    return ImportLoraHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportLoraHeader>, I>>(object: I): ImportLoraHeader {
+    const message = createBaseImportLoraHeader();
+    message.baseModel = object.baseModel ?? "";
+    message.kind = object.kind ?? 0;
+    message.identifier = object.identifier ?? "";
+    message.classNoun = object.classNoun ?? "";
+    message.fileName = object.fileName ?? "";
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
+    return message;
+  },
+};
+
+function createBaseImportLoraRequest(): ImportLoraRequest {
+  return { content: undefined };
+}
+
+export const ImportLoraRequest: MessageFns<ImportLoraRequest> = {
+  encode(message: ImportLoraRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.content?.$case) {
+      case "header":
+        ImportLoraHeader.encode(message.content.value, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.content.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportLoraRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportLoraRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.content = { $case: "header", value: ImportLoraHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.content = { $case: "chunk", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportLoraRequest {
+    return {
+      content: isSet(object.header)
+        ? { $case: "header", value: ImportLoraHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", value: Buffer.from(bytesFromBase64(object.chunk)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ImportLoraRequest): unknown {
+    const obj: any = {};
+    if (message.content?.$case === "header") {
+      obj.header = ImportLoraHeader.toJSON(message.content.value);
+    } else if (message.content?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.content.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportLoraRequest>, I>>(base?: I): ImportLoraRequest {
+    return ImportLoraRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportLoraRequest>, I>>(object: I): ImportLoraRequest {
+    const message = createBaseImportLoraRequest();
+    switch (object.content?.$case) {
+      case "header": {
+        if (object.content?.value !== undefined && object.content?.value !== null) {
+          message.content = { $case: "header", value: ImportLoraHeader.fromPartial(object.content.value) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.content?.value !== undefined && object.content?.value !== null) {
+          message.content = { $case: "chunk", value: object.content.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseImportLoraResponse(): ImportLoraResponse {
+  return { model: undefined, sourceFormat: 0, layerCount: 0 };
+}
+
+export const ImportLoraResponse: MessageFns<ImportLoraResponse> = {
+  encode(message: ImportLoraResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== undefined) {
+      SubjectModelStatus.encode(message.model, writer.uint32(10).fork()).join();
+    }
+    if (message.sourceFormat !== 0) {
+      writer.uint32(16).int32(message.sourceFormat);
+    }
+    if (message.layerCount !== 0) {
+      writer.uint32(24).int32(message.layerCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportLoraResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportLoraResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = SubjectModelStatus.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sourceFormat = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.layerCount = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportLoraResponse {
+    return {
+      model: isSet(object.model) ? SubjectModelStatus.fromJSON(object.model) : undefined,
+      sourceFormat: isSet(object.sourceFormat)
+        ? loraFormatFromJSON(object.sourceFormat)
+        : isSet(object.source_format)
+        ? loraFormatFromJSON(object.source_format)
+        : 0,
+      layerCount: isSet(object.layerCount)
+        ? globalThis.Number(object.layerCount)
+        : isSet(object.layer_count)
+        ? globalThis.Number(object.layer_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: ImportLoraResponse): unknown {
+    const obj: any = {};
+    if (message.model !== undefined) {
+      obj.model = SubjectModelStatus.toJSON(message.model);
+    }
+    if (message.sourceFormat !== 0) {
+      obj.sourceFormat = loraFormatToJSON(message.sourceFormat);
+    }
+    if (message.layerCount !== 0) {
+      obj.layerCount = Math.round(message.layerCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportLoraResponse>, I>>(base?: I): ImportLoraResponse {
+    return ImportLoraResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportLoraResponse>, I>>(object: I): ImportLoraResponse {
+    const message = createBaseImportLoraResponse();
+    message.model = (object.model !== undefined && object.model !== null)
+      ? SubjectModelStatus.fromPartial(object.model)
+      : undefined;
+    message.sourceFormat = object.sourceFormat ?? 0;
+    message.layerCount = object.layerCount ?? 0;
+    return message;
+  },
+};
+
 /**
  * InferenceService generates images of trained subjects. Base models stay loaded; subject models are hot-loaded
  * from shared storage on first use and kept in a memory-bounded LRU cache.
@@ -3326,6 +4007,21 @@ export const InferenceServiceService = {
       Buffer.from(DownloadSubjectModelResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DownloadSubjectModelResponse => DownloadSubjectModelResponse.decode(value),
   },
+  /**
+   * Imports a LoRA made with another tool (kohya / A1111 / civitai or diffusers / PEFT layout, safetensors only)
+   * as a subject or a style of the caller's tenant: a header, then the file in chunks. The file is converted once,
+   * checked against the base model (a layer it does not have or a shape that does not fit is INVALID_ARGUMENT
+   * naming the layer) and published like a trained subject model.
+   */
+  importLora: {
+    path: "/likeness.inference.v1.InferenceService/ImportLora" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportLoraRequest): Buffer => Buffer.from(ImportLoraRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportLoraRequest => ImportLoraRequest.decode(value),
+    responseSerialize: (value: ImportLoraResponse): Buffer => Buffer.from(ImportLoraResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportLoraResponse => ImportLoraResponse.decode(value),
+  },
   /** Reports loaded models, memory and queue. */
   getServerStatus: {
     path: "/likeness.inference.v1.InferenceService/GetServerStatus" as const,
@@ -3365,6 +4061,13 @@ export interface InferenceServiceServer extends UntypedServiceImplementation {
    * other tools: for each file a header, then its bytes in chunks.
    */
   downloadSubjectModel: handleServerStreamingCall<DownloadSubjectModelRequest, DownloadSubjectModelResponse>;
+  /**
+   * Imports a LoRA made with another tool (kohya / A1111 / civitai or diffusers / PEFT layout, safetensors only)
+   * as a subject or a style of the caller's tenant: a header, then the file in chunks. The file is converted once,
+   * checked against the base model (a layer it does not have or a shape that does not fit is INVALID_ARGUMENT
+   * naming the layer) and published like a trained subject model.
+   */
+  importLora: handleClientStreamingCall<ImportLoraRequest, ImportLoraResponse>;
   /** Reports loaded models, memory and queue. */
   getServerStatus: handleUnaryCall<GetServerStatusRequest, GetServerStatusResponse>;
 }
@@ -3480,6 +4183,28 @@ export interface InferenceServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<DownloadSubjectModelResponse>;
+  /**
+   * Imports a LoRA made with another tool (kohya / A1111 / civitai or diffusers / PEFT layout, safetensors only)
+   * as a subject or a style of the caller's tenant: a header, then the file in chunks. The file is converted once,
+   * checked against the base model (a layer it does not have or a shape that does not fit is INVALID_ARGUMENT
+   * naming the layer) and published like a trained subject model.
+   */
+  importLora(
+    callback: (error: ServiceError | null, response: ImportLoraResponse) => void,
+  ): ClientWritableStream<ImportLoraRequest>;
+  importLora(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportLoraResponse) => void,
+  ): ClientWritableStream<ImportLoraRequest>;
+  importLora(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportLoraResponse) => void,
+  ): ClientWritableStream<ImportLoraRequest>;
+  importLora(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportLoraResponse) => void,
+  ): ClientWritableStream<ImportLoraRequest>;
   /** Reports loaded models, memory and queue. */
   getServerStatus(
     request: GetServerStatusRequest,

@@ -52,6 +52,95 @@ export function trainingMethodToJSON(object: TrainingMethod): string {
   }
 }
 
+/**
+ * What a LoRA teaches: a subject (named in prompts by its identifier and class noun) or a style (no name; it
+ * changes how every image looks).
+ */
+export enum SubjectKind {
+  /** SUBJECT_KIND_UNSPECIFIED - Not set; treated as a subject. */
+  SUBJECT_KIND_UNSPECIFIED = 0,
+  /** SUBJECT_KIND_SUBJECT - One subject (a person, pet or object), bound to its identifier. */
+  SUBJECT_KIND_SUBJECT = 1,
+  /** SUBJECT_KIND_STYLE - A style, applied with a weight beside a subject. */
+  SUBJECT_KIND_STYLE = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function subjectKindFromJSON(object: any): SubjectKind {
+  switch (object) {
+    case 0:
+    case "SUBJECT_KIND_UNSPECIFIED":
+      return SubjectKind.SUBJECT_KIND_UNSPECIFIED;
+    case 1:
+    case "SUBJECT_KIND_SUBJECT":
+      return SubjectKind.SUBJECT_KIND_SUBJECT;
+    case 2:
+    case "SUBJECT_KIND_STYLE":
+      return SubjectKind.SUBJECT_KIND_STYLE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return SubjectKind.UNRECOGNIZED;
+  }
+}
+
+export function subjectKindToJSON(object: SubjectKind): string {
+  switch (object) {
+    case SubjectKind.SUBJECT_KIND_UNSPECIFIED:
+      return "SUBJECT_KIND_UNSPECIFIED";
+    case SubjectKind.SUBJECT_KIND_SUBJECT:
+      return "SUBJECT_KIND_SUBJECT";
+    case SubjectKind.SUBJECT_KIND_STYLE:
+      return "SUBJECT_KIND_STYLE";
+    case SubjectKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Where a subject model came from. */
+export enum ModelOrigin {
+  /** MODEL_ORIGIN_UNSPECIFIED - Not set (models published before origins were recorded were trained). */
+  MODEL_ORIGIN_UNSPECIFIED = 0,
+  /** MODEL_ORIGIN_TRAINED - Trained by this deployment's trainer. */
+  MODEL_ORIGIN_TRAINED = 1,
+  /** MODEL_ORIGIN_IMPORTED - A LoRA file made with another tool, imported with ImportLora. */
+  MODEL_ORIGIN_IMPORTED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function modelOriginFromJSON(object: any): ModelOrigin {
+  switch (object) {
+    case 0:
+    case "MODEL_ORIGIN_UNSPECIFIED":
+      return ModelOrigin.MODEL_ORIGIN_UNSPECIFIED;
+    case 1:
+    case "MODEL_ORIGIN_TRAINED":
+      return ModelOrigin.MODEL_ORIGIN_TRAINED;
+    case 2:
+    case "MODEL_ORIGIN_IMPORTED":
+      return ModelOrigin.MODEL_ORIGIN_IMPORTED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ModelOrigin.UNRECOGNIZED;
+  }
+}
+
+export function modelOriginToJSON(object: ModelOrigin): string {
+  switch (object) {
+    case ModelOrigin.MODEL_ORIGIN_UNSPECIFIED:
+      return "MODEL_ORIGIN_UNSPECIFIED";
+    case ModelOrigin.MODEL_ORIGIN_TRAINED:
+      return "MODEL_ORIGIN_TRAINED";
+    case ModelOrigin.MODEL_ORIGIN_IMPORTED:
+      return "MODEL_ORIGIN_IMPORTED";
+    case ModelOrigin.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Encoding of an image carried in a message. */
 export enum ImageFormat {
   /** IMAGE_FORMAT_UNSPECIFIED - Not set; servers use PNG. */
@@ -246,6 +335,10 @@ export interface SubjectModel {
   sampleImageKeys: string[];
   /** Size of the weights in bytes. */
   sizeBytes: bigint;
+  /** A subject or a style. */
+  kind: SubjectKind;
+  /** Trained here or imported. */
+  origin: ModelOrigin;
 }
 
 export interface SubjectModel_MetricsEntry {
@@ -608,6 +701,8 @@ function createBaseSubjectModel(): SubjectModel {
     jobId: "",
     sampleImageKeys: [],
     sizeBytes: 0n,
+    kind: 0,
+    origin: 0,
   };
 }
 
@@ -648,6 +743,12 @@ export const SubjectModel: MessageFns<SubjectModel> = {
         throw new globalThis.Error("value provided for field message.sizeBytes of type int64 too large");
       }
       writer.uint32(88).int64(message.sizeBytes);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(96).int32(message.kind);
+    }
+    if (message.origin !== 0) {
+      writer.uint32(104).int32(message.origin);
     }
     return writer;
   },
@@ -756,6 +857,22 @@ export const SubjectModel: MessageFns<SubjectModel> = {
             message.sizeBytes = reader.int64() as bigint;
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.origin = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -826,6 +943,8 @@ export const SubjectModel: MessageFns<SubjectModel> = {
         : isSet(object.size_bytes)
         ? BigInt(object.size_bytes)
         : 0n,
+      kind: isSet(object.kind) ? subjectKindFromJSON(object.kind) : 0,
+      origin: isSet(object.origin) ? modelOriginFromJSON(object.origin) : 0,
     };
   },
 
@@ -870,6 +989,12 @@ export const SubjectModel: MessageFns<SubjectModel> = {
     if (message.sizeBytes !== 0n) {
       obj.sizeBytes = message.sizeBytes.toString();
     }
+    if (message.kind !== 0) {
+      obj.kind = subjectKindToJSON(message.kind);
+    }
+    if (message.origin !== 0) {
+      obj.origin = modelOriginToJSON(message.origin);
+    }
     return obj;
   },
 
@@ -897,6 +1022,8 @@ export const SubjectModel: MessageFns<SubjectModel> = {
     message.jobId = object.jobId ?? "";
     message.sampleImageKeys = object.sampleImageKeys?.map((e) => e) || [];
     message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
+    message.kind = object.kind ?? 0;
+    message.origin = object.origin ?? 0;
     return message;
   },
 };
