@@ -10,11 +10,16 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import TYPE_CHECKING
 
 from likeness.api import generation
 from likeness.errors import InvalidArgument
 from likeness.models.loading import ArchInfo
 from likeness.text import check_plain_text
+
+if TYPE_CHECKING:
+    from likeness.inference.image_inputs import ImageInput
 
 MIN_IMAGES, MAX_IMAGES = 1, 8
 # The bounds of the GenerationParameters fields (steps, guidance, seed, LoRA scale, schedulers) are
@@ -51,6 +56,11 @@ class GenerationSpec:
     preview_every_n_steps: int = 0
     subject_model_id: str = ""
     base_model: str = ""
+    # img2img and inpainting: the encoded images (empty: none; kept out of repr, they may be megabytes) and the
+    # strength (None: the default, only with init_image).
+    init_image: bytes = dataclass_field(default=b"", repr=False)
+    mask_image: bytes = dataclass_field(default=b"", repr=False)
+    strength: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class GenerationParams:
     lora_scale: float
     output_format: str
     preview_every_n_steps: int
+    # img2img or inpainting: the decoded, resized image (and mask) and the strength; None for text-to-image.
+    image_input: ImageInput | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -172,13 +184,6 @@ def validate(
     guidance = generation.check_number("guidance_scale", guidance)
     lora_scale = DEFAULT_LORA_SCALE if spec.lora_scale is None else spec.lora_scale
     lora_scale = generation.check_number("lora_scale", lora_scale)
-    # The base model's own bounds (within generation.BOUNDS, which the gallery checks without knowing the model).
-    width = check_size(
-        info.default_resolution if spec.width is None else spec.width, info, "parameters.width", base_model
-    )
-    height = check_size(
-        info.default_resolution if spec.height is None else spec.height, info, "parameters.height", base_model
-    )
     scheduler = generation.check_scheduler(spec.scheduler)
     if spec.output_format not in ("png", "jpeg", "webp"):
         raise InvalidArgument(f"unknown format {spec.output_format!r}", field="output_format")
@@ -207,6 +212,24 @@ def validate(
         warnings.append(
             f"the negative prompt is longer than the text encoder's {max_tokens} tokens and was cut to: {negative!r}"
         )
+    # Last, as decoding an image costs more than every check above. Imported here: image_inputs imports
+    # check_size from this module. Without width and height an init image gives the output its size.
+    from likeness.inference.image_inputs import check_denoising_steps, check_image_input
+
+    image_input, requested_width, requested_height = check_image_input(
+        spec.init_image, spec.mask_image, spec.strength, spec.width, spec.height, info=info, base_model=base_model
+    )
+    check_denoising_steps(image_input, int(steps))
+    # The base model's own bounds (within generation.BOUNDS, which the gallery checks without knowing the model).
+    width = check_size(
+        info.default_resolution if requested_width is None else requested_width, info, "parameters.width", base_model
+    )
+    height = check_size(
+        info.default_resolution if requested_height is None else requested_height,
+        info,
+        "parameters.height",
+        base_model,
+    )
     params = GenerationParams(
         prompt=prompt,
         negative_prompt=negative,
@@ -220,5 +243,6 @@ def validate(
         lora_scale=lora_scale,
         output_format=spec.output_format,
         preview_every_n_steps=int(spec.preview_every_n_steps),
+        image_input=image_input,
     )
     return params, warnings

@@ -67,6 +67,9 @@ def spec_from_request(request: pb.GenerateImagesRequest) -> GenerationSpec:
         preview_every_n_steps=request.preview_every_n_steps,
         subject_model_id=request.subject_model_id,
         base_model=request.base_model,
+        init_image=request.init_image,
+        mask_image=request.mask_image,
+        strength=request.strength if request.HasField("strength") else None,
     )
 
 
