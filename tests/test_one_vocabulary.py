@@ -44,6 +44,20 @@ def test_training_methods_match_the_manifest() -> None:
     assert convert.TRAINING_METHODS == METHODS
 
 
+def test_subject_kinds_and_origins_match_the_manifest() -> None:
+    from likeness.storage.manifest import KINDS, ORIGINS
+    from likeness_client.messages import LORA_KINDS
+
+    assert tuple(convert.SUBJECT_KIND_NAMES.values()) == KINDS  # storage cannot import the proto
+    assert tuple(convert.MODEL_ORIGIN_NAMES.values()) == ORIGINS
+    assert {name: convert.SUBJECT_KIND_ENUMS[name] for name in KINDS} == LORA_KINDS  # the SDK's own map
+    for value, name in convert.SUBJECT_KIND_NAMES.items():
+        assert convert.subject_kind_name(value) == name
+    built = convert.subject_model_to_pb(_manifest(identifier="", class_noun="", kind="style", origin="imported"))
+    assert (built.kind, built.origin) == (types_pb2.SUBJECT_KIND_STYLE, types_pb2.MODEL_ORIGIN_IMPORTED)
+    assert convert.subject_model_to_pb(_manifest()).origin == types_pb2.MODEL_ORIGIN_TRAINED
+
+
 @pytest.mark.parametrize("value", _values(types_pb2.ImageFormat), ids=lambda v: v.name)
 def test_image_format_round_trips(value) -> None:
     from likeness.cli import generate_cmd

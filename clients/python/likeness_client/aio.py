@@ -33,8 +33,11 @@ from likeness_client.messages import (
     erase_subject_request,
     generate_request,
     list_jobs_request,
+    lora_import_header,
+    lora_import_requests,
     record_request,
     search_request,
+    subject_kind,
     upload_names,
     upload_requests,
 )
@@ -250,10 +253,15 @@ class AsyncLikenessClient(ClientBase):
         return result
 
     async def list_subject_models(
-        self, base_model: str = "", loaded_only: bool = False
+        self, base_model: str = "", loaded_only: bool = False, kind: str = ""
     ) -> list[inference_pb.SubjectModelStatus]:
-        """Subject models in shared storage with their load state, newest first."""
-        request = inference_pb.ListSubjectModelsRequest(base_model=base_model, loaded_only=loaded_only)
+        """Subject models in shared storage with their load state, newest first; only subjects or only styles
+        when `kind` is "subject" or "style"."""
+        request = inference_pb.ListSubjectModelsRequest(
+            base_model=base_model,
+            loaded_only=loaded_only,
+            kind=subject_kind(kind),  # type: ignore[arg-type]  # enum values are ints
+        )
         return list((await self._unary(self.inference.ListSubjectModels, request)).models)
 
     async def get_subject_model(self, model_id: str) -> inference_pb.SubjectModelStatus:
@@ -297,6 +305,34 @@ class AsyncLikenessClient(ClientBase):
         finally:
             call.cancel()
         return writer.finish()
+
+    async def import_lora(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        base_model: str,
+        kind: str = "subject",
+        identifier: str = "",
+        class_noun: str = "",
+        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+        timeout: float | None = None,
+    ) -> inference_pb.ImportLoraResponse:
+        """Imports a LoRA file made with another tool (kohya / A1111 / civitai or diffusers, safetensors only) as a
+        subject (`identifier` and `class_noun` required) or a `kind="style"` model for `base_model`, uploaded in
+        chunks; returns the new model."""
+        header = lora_import_header(
+            path,
+            base_model=base_model,
+            kind=kind,
+            identifier=identifier,
+            class_noun=class_noun,
+            chunk_bytes=chunk_bytes,
+            max_message_bytes=self.max_message_bytes,
+        )
+        try:
+            return await self.inference.ImportLora(lora_import_requests(path, header, chunk_bytes), timeout=timeout)
+        except grpc.RpcError as error:
+            raise translate_error(error) from error
 
     async def get_server_status(self) -> inference_pb.GetServerStatusResponse:
         """Loaded models, cache memory and queue of the inference service."""

@@ -96,6 +96,58 @@ def upload_requests(
             yield trainer_pb.PrepareDatasetRequest(photo_chunk=chunk)
 
 
+# --- imported LoRAs ---
+
+#: ImportLora's kinds by name: a subject (bound to its identifier) or a style.
+LORA_KINDS: dict[str, int] = {"subject": types_pb2.SUBJECT_KIND_SUBJECT, "style": types_pb2.SUBJECT_KIND_STYLE}
+
+
+def subject_kind(kind: str, *, field: str = "kind") -> int:
+    """The SubjectKind value of "subject" or "style"; SUBJECT_KIND_UNSPECIFIED for "" (both)."""
+    if not kind:
+        return types_pb2.SUBJECT_KIND_UNSPECIFIED
+    if kind not in LORA_KINDS:
+        raise errors.InvalidArgument(f"must be one of {', '.join(LORA_KINDS)}, got {kind!r}", field=field)
+    return LORA_KINDS[kind]
+
+
+def lora_import_header(
+    path: str | os.PathLike[str],
+    *,
+    base_model: str,
+    kind: str,
+    identifier: str,
+    class_noun: str,
+    chunk_bytes: int,
+    max_message_bytes: int,
+) -> inference_pb.ImportLoraHeader:
+    """The ImportLora header for a local file, checked before anything is sent (the file must exist)."""
+    wire_kind = subject_kind(kind) if kind else LORA_KINDS["subject"]
+    if chunk_bytes <= 0 or chunk_bytes > max_message_bytes - 4096:
+        raise errors.InvalidArgument("must be positive and below the message limit", field="chunk_bytes")
+    file = Path(path)
+    if not file.is_file():
+        raise errors.InvalidArgument(f"{file} is not a file", field="path")
+    return inference_pb.ImportLoraHeader(
+        base_model=base_model,
+        kind=wire_kind,  # type: ignore[arg-type]  # enum values are ints
+        identifier=identifier,
+        class_noun=class_noun,
+        file_name=file.name,
+        size_bytes=file.stat().st_size,
+    )
+
+
+def lora_import_requests(
+    path: str | os.PathLike[str], header: inference_pb.ImportLoraHeader, chunk_bytes: int
+) -> Iterator[inference_pb.ImportLoraRequest]:
+    """The ImportLora stream: the header, then the file in chunks, read lazily so it never sits in memory whole."""
+    yield inference_pb.ImportLoraRequest(header=header)
+    with open(path, "rb") as handle:
+        while piece := handle.read(chunk_bytes):
+            yield inference_pb.ImportLoraRequest(chunk=piece)
+
+
 def _inline_photo(source: PhotoSource, position: int) -> trainer_pb.Photo:
     if isinstance(source, trainer_pb.Photo):
         return source

@@ -31,14 +31,19 @@ __all__ = [
     "IMAGE_FORMAT_NAMES",
     "MIXED_PRECISION_PREFIX",
     "MIXED_PRECISION_UNSPECIFIED_NAME",
+    "MODEL_ORIGIN_ENUMS",
+    "MODEL_ORIGIN_NAMES",
     "SCHEDULER_ENUMS",
     "SCHEDULER_NAMES",
+    "SUBJECT_KIND_ENUMS",
+    "SUBJECT_KIND_NAMES",
     "TRAINING_METHODS",
     "TRAINING_METHOD_ENUMS",
     "TRAINING_METHOD_NAMES",
     "mixed_precision_names",
     "params_from_dict",
     "params_to_dict",
+    "subject_kind_name",
     "subject_model_to_pb",
     "timestamp",
     "training_method_enum",
@@ -67,6 +72,26 @@ def training_method_name(value: int, *, field: str = "method") -> str:
     name = TRAINING_METHOD_NAMES.get(value)
     if name is None:
         raise InvalidArgument(f"unknown training method value {value}", field=field)
+    return name
+
+
+# ---- subject kinds and model origins ---------------------------------------------------------------------
+
+#: SubjectKind enum value -> the kind name manifests use ("subject", "style"); no UNSPECIFIED.
+SUBJECT_KIND_NAMES: dict[int, str] = enum_names(types_pb2.SubjectKind.DESCRIPTOR, "SUBJECT_KIND_")
+SUBJECT_KIND_ENUMS: dict[str, int] = {name: value for value, name in SUBJECT_KIND_NAMES.items()}
+#: ModelOrigin enum value -> the origin name manifests use ("trained", "imported"); no UNSPECIFIED.
+MODEL_ORIGIN_NAMES: dict[int, str] = enum_names(types_pb2.ModelOrigin.DESCRIPTOR, "MODEL_ORIGIN_")
+MODEL_ORIGIN_ENUMS: dict[str, int] = {name: value for value, name in MODEL_ORIGIN_NAMES.items()}
+
+
+def subject_kind_name(value: int, *, field: str = "kind") -> str:
+    """The kind name of a SubjectKind value ("" for unspecified); InvalidArgument for unknown values."""
+    if value == types_pb2.SUBJECT_KIND_UNSPECIFIED:
+        return ""
+    name = SUBJECT_KIND_NAMES.get(value)
+    if name is None:
+        raise InvalidArgument(f"unknown subject kind value {value}", field=field)
     return name
 
 
@@ -135,6 +160,8 @@ class SubjectModelSource(Protocol):
     created_at: str
     metrics: dict[str, Any]
     training_config: dict[str, Any]
+    kind: str
+    origin: str
 
     @property
     def sample_image_keys(self) -> list[str]: ...
@@ -167,4 +194,6 @@ def subject_model_to_pb(manifest: SubjectModelSource, *, size_bytes: int = 0) ->
         job_id=job_id if isinstance(job_id, str) else "",
         sample_image_keys=manifest.sample_image_keys,
         size_bytes=int(size_bytes),
+        kind=SUBJECT_KIND_ENUMS.get(manifest.kind, types_pb2.SUBJECT_KIND_UNSPECIFIED),  # type: ignore[arg-type]  # enum values are ints
+        origin=MODEL_ORIGIN_ENUMS.get(manifest.origin, types_pb2.MODEL_ORIGIN_UNSPECIFIED),  # type: ignore[arg-type]  # enum values are ints
     )

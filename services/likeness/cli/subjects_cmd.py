@@ -1,4 +1,5 @@
-"""`likeness subjects list|show|load|unload|download|status`: the inference service's subject models and memory."""
+"""`likeness subjects list|show|load|unload|download|import|status`: the inference service's subject models and
+memory."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = commands.add_parser("list", help="subject models in storage with their load state, newest first")
     listing.add_argument("--base-model", default="", help="only models of this base model")
     listing.add_argument("--loaded", action="store_true", help="only models loaded in memory")
+    listing.add_argument("--kind", choices=["subject", "style"], default="", help="only subjects or only styles")
     listing.set_defaults(func=run_list)
 
     show = commands.add_parser("show", help="one subject model as JSON")
@@ -49,9 +51,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     download.set_defaults(func=run_download)
 
+    importing = commands.add_parser(
+        "import",
+        help="import a LoRA file made with another tool (kohya / A1111 / civitai or diffusers, .safetensors)",
+    )
+    importing.add_argument("file", help="the LoRA's .safetensors file")
+    importing.add_argument("--base-model", required=True, help="the catalog id of the base model it was made for")
+    importing.add_argument("--style", action="store_true", help="import it as a style (no identifier needed)")
+    importing.add_argument("--identifier", default="", help="the token it was trained with, e.g. ohwx (subjects)")
+    importing.add_argument("--class-noun", default="", help="the subject's class, e.g. person (subjects)")
+    importing.set_defaults(func=run_import)
+
     status = commands.add_parser("status", help="base models, loaded subjects, cache memory and queue")
     status.set_defaults(func=run_status)
-    for sub in (listing, show, load, unload, download, status):
+    for sub in (listing, show, load, unload, download, importing, status):
         add_address_argument(sub)
 
 
@@ -88,7 +101,7 @@ HEADERS = ["id", "base model", "method", "subject", "state", "memory"]
 
 def run_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        models = client.list_subject_models(base_model=args.base_model, loaded_only=args.loaded)
+        models = client.list_subject_models(base_model=args.base_model, loaded_only=args.loaded, kind=args.kind)
     print_table([_row(status) for status in models], HEADERS)
     return 0
 
@@ -107,6 +120,21 @@ def run_download(args: argparse.Namespace) -> int:
         for file in files
     ]
     print_table(rows, ["file", "kind", "size"])
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        response = client.import_lora(
+            args.file,
+            base_model=args.base_model,
+            kind="style" if args.style else "subject",
+            identifier=args.identifier,
+            class_noun=args.class_noun,
+        )
+    layout = inference_pb.LoraFormat.Name(response.source_format).removeprefix("LORA_FORMAT_").lower()
+    print(f"imported {args.file} ({layout} layout, {response.layer_count} layers) as {response.model.model.model_id}")
+    print_table([_row(response.model)], HEADERS)
     return 0
 
 

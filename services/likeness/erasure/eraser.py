@@ -182,7 +182,8 @@ class Eraser:
             if row is None:
                 raise NotFound(f"subject model {value!r} does not exist", field="model_id")
             model_ids.add(value)
-            job_ids.add(row.job_id)
+            if row.job_id:  # an imported LoRA has no job; "" would match every other imported model
+                job_ids.add(row.job_id)
             if row.dataset_id:
                 dataset_ids.add(row.dataset_id)
         elif kind == "job_id":

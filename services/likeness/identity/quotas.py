@@ -126,16 +126,35 @@ class Quotas:
                 quota="max_active_jobs",
             )
         if limits.max_subject_models:
-            stored = connection.execute(
-                sa.select(sa.func.count()).select_from(subject_models).where(subject_models.c.tenant == tenant)
-            ).scalar_one()
-            if stored + active >= limits.max_subject_models:
-                raise ResourceExhausted(
-                    f"tenant {tenant!r} has {stored} subject models and {active} jobs that will publish one, its "
-                    f"quota is {limits.max_subject_models}; delete a subject model (DeleteSubjectModel) first",
-                    retry_after=SUBJECT_MODEL_RETRY_SECONDS,
-                    quota="max_subject_models",
-                )
+            self._check_models(connection, tenant, limits.max_subject_models, active)
+
+    def check_new_model(self, connection: Connection, tenant: str) -> None:
+        """Raise ResourceExhausted if one more subject model (an imported LoRA) would exceed the tenant's
+        subject-model quota; trained and imported models count alike, and so do jobs that will publish one.
+
+        Runs inside the transaction that records the model, under the trainer's `create-job` lock."""
+        limit = self.limits(tenant).max_subject_models
+        if not limit:
+            return
+        active = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(training_jobs)
+            .where(training_jobs.c.tenant == tenant, training_jobs.c.state.in_(ACTIVE_STATES))
+        ).scalar_one()
+        self._check_models(connection, tenant, limit, active)
+
+    @staticmethod
+    def _check_models(connection: Connection, tenant: str, limit: int, active: int) -> None:
+        stored = connection.execute(
+            sa.select(sa.func.count()).select_from(subject_models).where(subject_models.c.tenant == tenant)
+        ).scalar_one()
+        if stored + active >= limit:
+            raise ResourceExhausted(
+                f"tenant {tenant!r} has {stored} subject models and {active} jobs that will publish one, its "
+                f"quota is {limit}; delete a subject model (DeleteSubjectModel) first",
+                retry_after=SUBJECT_MODEL_RETRY_SECONDS,
+                quota="max_subject_models",
+            )
 
     def consume_images(self, tenant: str, count: int) -> None:
         """Count `count` images against the tenant's images-per-minute quota, or raise ResourceExhausted with

@@ -20,6 +20,7 @@ from likeness.inference.batching import RequestQueue
 from likeness.inference.deletion import SubjectDeletion, delete_subject_model
 from likeness.inference.gallery_link import GalleryLink
 from likeness.inference.jobs import AcceptedEvent, EventSink, GenerationJob, WarningEvent
+from likeness.inference.lora_import import ImportedLora, LoraImportRequest, LoraUpload, ModelRecords, import_lora
 from likeness.inference.params import GenerationSpec, SubjectNames, validate
 from likeness.inference.pipeline_runner import run_batch
 from likeness.inference.repository import BaseStatus, ModelRepository, SubjectStatus
@@ -51,8 +52,11 @@ class InferenceEngine:
         batch_window_s: float = 0.02,
         max_batch_images: int = 8,
         image_quota: Callable[[str, int], None] | None = None,
+        model_records: ModelRecords | None = None,
     ) -> None:
         self.repository = repository
+        #: Where imported LoRAs are recorded and counted against the subject-model quota (the control plane).
+        self.model_records = model_records
         #: (tenant, images) -> None, raising ResourceExhausted over the tenant's images-per-minute quota.
         self.image_quota = image_quota
         self.default_base_model = default_base_model
@@ -239,9 +243,24 @@ class InferenceEngine:
 
     # ---- subject models and server status (what the API offers besides generation) ----------------------
 
-    def list_subjects(self, tenant: str, *, base_model: str = "", loaded_only: bool = False) -> list[SubjectStatus]:
-        """Published subject models of `tenant` with their state, newest first."""
-        return self.repository.list_subjects(tenant, base_model=base_model, loaded_only=loaded_only)
+    def list_subjects(
+        self, tenant: str, *, base_model: str = "", loaded_only: bool = False, kind: str = ""
+    ) -> list[SubjectStatus]:
+        """Published subject models of `tenant` with their state, newest first; only subjects or only styles when
+        `kind` names one."""
+        statuses = self.repository.list_subjects(tenant, base_model=base_model, loaded_only=loaded_only)
+        if not kind:
+            return statuses
+        return [status for status in statuses if status.manifest is not None and status.manifest.kind == kind]
+
+    def lora_upload(self, request: LoraImportRequest) -> LoraUpload:
+        """Check an import's header against the catalog and open the spool its file is written to."""
+        request.check(self.repository.catalog.ids())
+        return LoraUpload(request)
+
+    def import_lora(self, tenant: str, upload: LoraUpload) -> ImportedLora:
+        """Validate and publish an uploaded LoRA as a model of `tenant` (blocking; see `lora_import`)."""
+        return import_lora(self.repository, tenant, upload, records=self.model_records)
 
     def get_subject(self, tenant: str, model_id: str) -> SubjectStatus:
         """One subject model's status (reading storage for one not seen yet); NotFound if not published."""

@@ -346,6 +346,10 @@ def _component_layers(
             missing = "down (lora_A)" if "lora_A" not in pair else "up (lora_B)"
             raise InvalidArgument(f"layer {where} has no {missing} weight", field=field)
         target = modules.get(name)
+        # A layer that already carries PEFT adapters is checked by the layer it wraps.
+        get_base_layer = getattr(target, "get_base_layer", None)
+        if callable(get_base_layer):
+            target = get_base_layer()
         if target is None:
             raise InvalidArgument(
                 f"layer {where} does not exist in the base model's {component}; is it a LoRA for another architecture?",

@@ -13,6 +13,7 @@ from likeness.identity.quotas import Quotas
 from likeness.inference.deletion import sweep_subjects
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
+from likeness.inference.lora_import import ControlPlaneModels
 from likeness.inference.repository import ModelRepository
 from likeness.inference.servicer import InferenceServicer
 from likeness.models.catalog import BaseModelCatalog
@@ -89,12 +90,16 @@ class InferenceComponent:
             record_by_default=settings.gallery_record_generations,
         )
 
-    def _consume_images(self, tenant: str, count: int) -> None:
-        """Counts images against the tenant's images-per-minute quota (the database opens on first use)."""
+    def _quota_checks(self) -> Quotas:
+        """The tenants' quotas (the database opens on first use)."""
         with self._quotas_lock:
             if self._quotas is None:
                 self._quotas = Quotas(self.gallery.database(), self.settings.quota_limits)
-        self._quotas.consume_images(tenant, count)
+            return self._quotas
+
+    def _consume_images(self, tenant: str, count: int) -> None:
+        """Counts images against the tenant's images-per-minute quota."""
+        self._quota_checks().consume_images(tenant, count)
 
     def _open_storage(self) -> Storage:
         if self._storage is None:
@@ -137,6 +142,7 @@ class InferenceComponent:
             batch_window_s=settings.batch_window_ms / 1000,
             max_batch_images=settings.max_batch_images,
             image_quota=self._consume_images if _counts_images(settings) else None,
+            model_records=ControlPlaneModels(self.gallery.database, self._quota_checks),
         )
         preload = [name.strip() for name in settings.preload_base_models.split(",") if name.strip()]
         if "*" in preload:

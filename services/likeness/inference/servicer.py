@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from likeness.api.chunks import iter_chunk_fields
-from likeness.api.convert import subject_model_to_pb
-from likeness.api.generation import IMAGE_FORMAT_ENUMS, image_format_name, scheduler_name
+from likeness.api.convert import subject_kind_name, subject_model_to_pb
+from likeness.api.generation import IMAGE_FORMAT_ENUMS, enum_names, image_format_name, scheduler_name
 from likeness.errors import FailedPrecondition, InvalidArgument, LikenessError, Unavailable
 from likeness.inference import artifacts, metrics
 from likeness.inference.base_pool import BaseStatus
@@ -31,6 +31,7 @@ from likeness.inference.jobs import (
     WarningEvent,
 )
 from likeness.inference.loading import FAILED, LOADED, LOADING, NOT_LOADED
+from likeness.inference.lora_import import LoraImportRequest
 from likeness.inference.params import GenerationSpec
 from likeness.inference.subject_files import stored_size
 from likeness.inference.subject_index import SubjectStatus
@@ -216,6 +217,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             tenant,
             base_model=request.base_model,
             loaded_only=request.loaded_only,
+            kind=subject_kind_name(request.kind),
         )
         return pb.ListSubjectModelsResponse(models=await asyncio.to_thread(self._subject_protos, statuses, tenant))
 
@@ -280,6 +282,32 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             while (block := await asyncio.to_thread(next, chunks, None)) is not None:
                 yield pb.DownloadSubjectModelResponse(data=block)
 
+    async def ImportLora(
+        self, request_iterator: AsyncIterator[pb.ImportLoraRequest], context: grpc.aio.ServicerContext
+    ) -> pb.ImportLoraResponse:
+        tenant = current_tenant()
+        engine = self._engine()
+        requests = request_iterator.__aiter__()
+        first = await anext(requests, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("the first message must carry the import header", field="header")
+        upload = await asyncio.to_thread(engine.lora_upload, lora_import_request(first.header))
+        try:
+            async for message in requests:
+                if message.HasField("header"):
+                    raise InvalidArgument("the header may be sent only once, in the first message", field="header")
+                await asyncio.to_thread(upload.write, message.chunk)
+            imported = await asyncio.to_thread(engine.import_lora, tenant, upload)
+        finally:
+            await asyncio.to_thread(upload.close)
+        status = await asyncio.to_thread(engine.get_subject, tenant, imported.manifest.model_id)
+        (model,) = await asyncio.to_thread(self._subject_protos, [status], tenant)
+        return pb.ImportLoraResponse(
+            model=model,
+            source_format=LORA_FORMAT_ENUMS[imported.source_format],  # type: ignore[arg-type]  # enum values are ints
+            layer_count=len(imported.layers.layers),
+        )
+
     async def GetServerStatus(
         self, request: pb.GetServerStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServerStatusResponse:
@@ -316,6 +344,24 @@ def _artifact_kind(wire: int) -> str:
         names = ", ".join(pb.ArtifactKind.Name(value) for value in ARTIFACT_KINDS.values())
         raise InvalidArgument(f"unknown artifact kind {wire}; use one of {names}", field="kinds")
     return _KIND_NAMES[wire]
+
+
+#: The layout name of an imported file ("diffusers", "kohya") -> its LoraFormat value.
+LORA_FORMAT_ENUMS: dict[str, int] = {
+    name: value for value, name in enum_names(pb.LoraFormat.DESCRIPTOR, "LORA_FORMAT_").items()
+}
+
+
+def lora_import_request(header: pb.ImportLoraHeader) -> LoraImportRequest:
+    """The domain view of an ImportLora header; an unspecified kind is a subject."""
+    return LoraImportRequest(
+        base_model=header.base_model,
+        kind=subject_kind_name(header.kind, field="header.kind") or "subject",
+        identifier=header.identifier,
+        class_noun=header.class_noun,
+        file_name=header.file_name,
+        size_bytes=header.size_bytes,
+    )
 
 
 def _required_id(model_id: str) -> str:

@@ -21,6 +21,10 @@ from likeness.storage.layout import model_prefix, validate_resource_id, validate
 
 FORMAT_VERSION = 1
 METHODS = ("lora", "full")
+#: A subject is bound to its identifier and class noun; a style is applied beside a subject and needs neither.
+KINDS = ("subject", "style")
+#: Trained by this deployment, or a LoRA file made with another tool (ImportLora).
+ORIGINS = ("trained", "imported")
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))$"
 )
@@ -145,6 +149,10 @@ class SubjectModelManifest(_Manifest):
     `weights` and `sample_images` are paths relative to the model folder. `lora_rank` is set for method
     "lora" and None for "full" fine-tunes. `identifier` is the rare token bound to the subject ("sks"),
     `class_noun` its class ("dog"); prompts use "a photo of {identifier} {class_noun}".
+
+    `kind` is "subject" or "style" (a style may leave identifier and class noun empty), `origin` "trained" or
+    "imported", and `source_format` the layout an imported file came in ("kohya", "diffusers"). Manifests written
+    before these fields existed read as trained subjects.
     """
 
     KIND: ClassVar[str] = "subject model"
@@ -163,18 +171,29 @@ class SubjectModelManifest(_Manifest):
     weights: list[str]
     lora_rank: int | None = None
     format_version: int = FORMAT_VERSION
+    kind: str = "subject"
+    origin: str = "trained"
+    source_format: str = ""
 
     def validate(self) -> None:
         _check_format_version(self.format_version)
         validate_resource_id(self.model_id, field="model_id")
         validate_tenant(self.tenant)
-        _check_text(self.identifier, "identifier")
+        _require(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        _require(self.origin in ORIGINS, "origin", f"must be one of {', '.join(ORIGINS)}, got {self.origin!r}")
+        _require(isinstance(self.source_format, str), "source_format", "must be a string")
+        if self.kind == "subject" or self.identifier:
+            _check_text(self.identifier, "identifier")
         _require(
-            not any(c.isspace() for c in self.identifier),
+            isinstance(self.identifier, str) and not any(c.isspace() for c in self.identifier),
             "identifier",
             "must be a single token without spaces",
         )
-        for name in ("class_noun", "base_model", "arch"):
+        if self.kind == "subject":
+            _check_text(self.class_noun, "class_noun")
+        else:
+            _require(isinstance(self.class_noun, str), "class_noun", "must be a string")
+        for name in ("base_model", "arch"):
             _check_text(getattr(self, name), name)
         _require(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         _check_string_keyed_dict(self.training_config, "training_config")
