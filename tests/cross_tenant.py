@@ -35,7 +35,7 @@ ID_FIELDS = {
     "prompt_id": "prompt",
     "remix_prompt_id": "prompt",
 }
-#: Client streams carry uploads, not ids (PrepareDataset): nothing of A's can be named there.
+#: Client streams carry uploads, not ids (PrepareDataset, ImportLora): nothing of A's can be named there.
 SKIPPED = {"PrepareDataset"}
 
 
