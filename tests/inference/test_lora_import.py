@@ -137,7 +137,8 @@ def test_kohya_and_diffusers_files_import_as_subjects_and_styles(keyed, sd15, tm
 
         # Published once, canonical: the scale (alpha 6 / rank 4) is folded in and the file reads back as exactly
         # the layers published, with the original's deltas.
-        published = read_lora_file(_published(running, tmp_path, "acme", model.model_id), sd15)
+        copy_path = _published(running, tmp_path, "acme", model.model_id)
+        published = read_lora_file(copy_path, sd15)
         original = read_lora_file(kohya, sd15)
         assert published.source_format == "diffusers" and sorted(published.layers) == sorted(original.layers)
         for key, layer in original.layers.items():
@@ -145,6 +146,16 @@ def test_kohya_and_diffusers_files_import_as_subjects_and_styles(keyed, sd15, tm
             again = published.layers[key]
             assert again.scale == 1.0 and torch.equal(again.down, layer.down)
             assert torch.equal(again.up, layer.up * layer.scale), key
+
+        # A plain diffusers pipeline applies the very same deltas from the published file.
+        plain = create_tiny_pipeline("sd15")
+        plain.load_lora_weights(str(copy_path.parent), weight_name=copy_path.name, adapter_name="imported")
+        for key, layer in published.layers.items():
+            component, name = key.split(".", 1)
+            peft_layer = dict(getattr(plain, component).named_modules())[name]
+            down, up = peft_layer.lora_A["imported"].weight, peft_layer.lora_B["imported"].weight
+            assert peft_layer.scaling["imported"] == 1.0
+            assert torch.equal(down.detach(), layer.down) and torch.equal(up.detach(), layer.up), key
 
         # A style needs no identifier; an SDXL file from the trainer imports onto the SDXL base.
         style = acme.import_lora(_diffusers_sdxl_file(tmp_path / "sdxl"), base_model="tiny-sdxl", kind="style")
