@@ -7,10 +7,13 @@ repository code in this process and called on its main thread, as a script would
 (a) one request through the gRPC service (full interceptor chain, PNG encoding, chunked stream) vs the same
     diffusers pipeline called in-process with the same parameters; goal <= 1.03x. Reported as the median of the
     per-pair ratios of back-to-back runs (while one side computes the other process is idle).
-(b) switching between two cached LoRA subjects (`set_adapters` on the base pipeline) vs `from_pretrained` of the
-    whole pipeline; goal <= 1% of a reload.
+(b) switching between two cached LoRA subjects (routing the next batch's LoRA stacks, `lora_routing`) vs
+    `from_pretrained` of the whole pipeline; goal <= 1% of a reload.
 (c) cold load of a LoRA subject from storage (LoadSubjectModel after UnloadSubjectModel) vs the same reload.
 (d) throughput of 8 concurrent clients (dynamic batching) vs the same 8 requests sent one after another.
+(e) issue 13: 8 concurrent requests for 8 different LoRA subjects (one mixed batch) vs 8 for one subject, both
+    batched (`inference.mixed_subject_batch_ratio`, goal >= 0.85), and vs the same 8 one after another
+    (`inference.mixed_vs_sequential_ratio`, goal >= 1.3).
 
 Variants are interleaved and medians reported, because this machine's timings are noisy.
 Run: `python bench/bench_inference.py` (prints JSON) or import `run()`.
@@ -38,6 +41,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from likeness.inference.lora_routing import SampleLoras
 from likeness.inference.pipeline_runner import scheduler_for
 from likeness.inference.repository import ModelRepository
 from likeness.inference.testing import publish_lora_subject
@@ -138,8 +142,8 @@ def _through_service(server: _ServiceProcess, request: pb.GenerateImagesRequest)
 def _in_process(repository: ModelRepository, subject: str, seed: int) -> float:
     """The pipeline the service uses, with the subject attached the same way, called directly (decoded to PIL)."""
     base = repository.base(BASE)
-    with repository.acquire(DEFAULT_TENANT, subject) as lease, base.lock:
-        pipeline = repository.activate(base, lease.entry, 1.0)
+    with repository.acquire(DEFAULT_TENANT, subject) as lease, base.lock, _routed(base, lease.entry):
+        pipeline = repository.activate(base, lease.entry)
         pipeline.scheduler = scheduler_for(base, "default")
         started = time.perf_counter()
         with torch.no_grad():
@@ -158,7 +162,13 @@ def _in_process(repository: ModelRepository, subject: str, seed: int) -> float:
     return elapsed
 
 
+def _routed(base, entry):
+    """Route the subject's LoRA to a batch of one image, as the batch runner does."""
+    return base.router.route([SampleLoras(((entry.lora.layers, 1.0),))], dtype=torch.float32)
+
+
 def _switch_seconds(repository: ModelRepository, first: str, second: str) -> list[float]:
+    """A switch: setting (and clearing) the next batch's routed LoRA stacks for the other subject."""
     base = repository.base(BASE)
     timings = []
     with repository.acquire(DEFAULT_TENANT, first) as a, repository.acquire(DEFAULT_TENANT, second) as b:
@@ -166,7 +176,8 @@ def _switch_seconds(repository: ModelRepository, first: str, second: str) -> lis
             entry = (a, b)[index % 2].entry
             with base.lock:
                 started = time.perf_counter()
-                repository.activate(base, entry, 1.0)
+                with _routed(base, entry):
+                    repository.activate(base, entry)
                 timings.append(time.perf_counter() - started)
     return timings
 
@@ -189,14 +200,15 @@ def _cold_load_seconds(server: _ServiceProcess, subject: str) -> float:
     return elapsed
 
 
-def _sequential_seconds(server: _ServiceProcess, subject: str, round_index: int) -> float:
+def _sequential_seconds(server: _ServiceProcess, subjects: Sequence[str], round_index: int) -> float:
     started = time.perf_counter()
     for client in range(CLIENTS):
-        _through_service(server, _request(subject, 1000 * round_index + client, THROUGHPUT_STEPS))
+        _through_service(server, _request(subjects[client], 1000 * round_index + client, THROUGHPUT_STEPS))
     return time.perf_counter() - started
 
 
-def _concurrent_seconds(server: _ServiceProcess, subject: str, round_index: int) -> tuple[float, int]:
+def _concurrent_seconds(server: _ServiceProcess, subjects: Sequence[str], round_index: int) -> tuple[float, int]:
+    """8 clients at once, client i asking for `subjects[i]`; returns the wall time and the largest batch."""
     barrier = threading.Barrier(CLIENTS)
     batch_sizes: list[int] = []
     errors: list[BaseException] = []
@@ -204,7 +216,7 @@ def _concurrent_seconds(server: _ServiceProcess, subject: str, round_index: int)
     def client(index: int) -> None:
         barrier.wait()
         try:
-            request = _request(subject, 1000 * round_index + index, THROUGHPUT_STEPS)
+            request = _request(subjects[index], 1000 * round_index + index, THROUGHPUT_STEPS)
             for response in server.stub.GenerateImages(request):
                 if response.WhichOneof("event") == "summary":
                     batch_sizes.append(response.summary.batch_size)
@@ -229,6 +241,7 @@ def run() -> list[dict]:
         storage = LocalStorage(root / "storage")
         catalog = BaseModelCatalog(f"{BASE}=builtin:sd15", cache_dir=root / "cache" / "base-models")
         first, second, cold = (publish_lora_subject(storage, seed=i, base_model=BASE).model_id for i in range(3))
+        many = [publish_lora_subject(storage, seed=10 + i, base_model=BASE).model_id for i in range(CLIENTS)]
         repository = ModelRepository(
             storage, catalog, device=torch.device("cpu"), dtype=torch.float32, subject_budget_bytes=2**30
         )
@@ -254,12 +267,20 @@ def run() -> list[dict]:
                 colds.append(_cold_load_seconds(server, cold))
                 switches.extend(_switch_seconds(repository, first, second))
 
+            for subject in many:  # cached, as a busy server's subjects are
+                _through_service(server, _request(subject, 0, 2))
+            one_subject = [first] * CLIENTS
             sequential, concurrent, batch_sizes = [], [], []
+            mixed, mixed_sequential, mixed_batches = [], [], []
             for round_index in range(THROUGHPUT_ROUNDS):
-                sequential.append(_sequential_seconds(server, first, round_index))
-                elapsed, batch_size = _concurrent_seconds(server, first, round_index)
+                sequential.append(_sequential_seconds(server, one_subject, round_index))
+                elapsed, batch_size = _concurrent_seconds(server, one_subject, round_index)
                 concurrent.append(elapsed)
                 batch_sizes.append(batch_size)
+                elapsed, batch_size = _concurrent_seconds(server, many, round_index)
+                mixed.append(elapsed)
+                mixed_batches.append(batch_size)
+                mixed_sequential.append(_sequential_seconds(server, many, round_index))
         finally:
             server.stop()
             repository.close()
@@ -269,6 +290,7 @@ def run() -> list[dict]:
     overhead = statistics.median(s / d for s, d in zip(service, direct, strict=True))
     reload_s, cold_s, switch_s = statistics.median(reloads), statistics.median(colds), statistics.median(switches)
     sequential_s, concurrent_s = statistics.median(sequential), statistics.median(concurrent)
+    mixed_s, mixed_sequential_s = statistics.median(mixed), statistics.median(mixed_sequential)
     return [
         {
             "name": "inference.service_overhead_ratio",
@@ -299,6 +321,23 @@ def run() -> list[dict]:
             "goal": "> 1",
             "note": f"{CLIENTS} concurrent clients {concurrent_s:.2f} s vs one after another {sequential_s:.2f} s "
             f"({THROUGHPUT_STEPS} steps; largest batch {max(batch_sizes)})",
+        },
+        {
+            "name": "inference.mixed_subject_batch_ratio",
+            "value": round(concurrent_s / mixed_s, 3),
+            "unit": "x",
+            "goal": ">= 0.85",
+            "note": f"throughput of {CLIENTS} concurrent requests for {CLIENTS} different LoRA subjects "
+            f"({mixed_s:.2f} s, largest batch {max(mixed_batches)}) over {CLIENTS} for one subject ({concurrent_s:.2f} "
+            f"s), medians of {THROUGHPUT_ROUNDS} interleaved rounds",
+        },
+        {
+            "name": "inference.mixed_vs_sequential_ratio",
+            "value": round(mixed_sequential_s / mixed_s, 3),
+            "unit": "x",
+            "goal": ">= 1.3",
+            "note": f"{CLIENTS} requests for {CLIENTS} different subjects batched {mixed_s:.2f} s vs one after another "
+            f"{mixed_sequential_s:.2f} s ({THROUGHPUT_STEPS} steps, {SIZE} px)",
         },
     ]
 

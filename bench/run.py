@@ -22,7 +22,7 @@ RESULTS = ROOT / "bench" / "results.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
 AREAS = (
     "dataset", "trainer", "inference", "personalization", "control_plane", "gallery", "security", "studio", "clients",
-    "fullsize",
+    "fullsize", "compiled",
 )  # fmt: skip
 
 

@@ -27,8 +27,9 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"errors", "threads"},
     "server": {"api", "controlplane", "enums", "errors", "identity", "net", "storage"},
     "gallery": {"api", "controlplane", "enums", "errors", "models", "server", "storage", "text", "threads"},
+    # Image inputs (img2img, inpainting) decode with the dataset's checked, EXIF-upright photo decoder.
     "inference": {
-        "api", "controlplane", "errors", "gallery", "identity", "models", "runtime", "server", "storage", "text",
+        "api", "controlplane", "dataset", "errors", "gallery", "identity", "models", "runtime", "server", "storage", "text",
         "threads",
     },
     "trainer": {

@@ -31,7 +31,7 @@ PARAMS = GenerationParams(
 LOOP = asyncio.new_event_loop()
 
 
-def job(name: str, subject: str = "s1", **changes) -> GenerationJob:
+def job(name: str, subject: str = "s1", *, lora: bool = True, **changes) -> GenerationJob:
     return GenerationJob(
         request_id=name,
         tenant="default",
@@ -39,7 +39,7 @@ def job(name: str, subject: str = "s1", **changes) -> GenerationJob:
         subject_model_id=subject,
         params=dataclasses.replace(PARAMS, **changes),
         sink=EventSink(LOOP),
-        lora_scale_applies=True,
+        lora_scale_applies=lora,
     )
 
 
@@ -57,8 +57,12 @@ def test_compatible_requests_are_batched_and_others_keep_their_place() -> None:
     queue = RequestQueue(capacity=10)
     jobs = [
         job("a"),
-        job("other-subject", subject="s2"),
-        job("b", seed=99, prompt="another prompt"),  # seeds and prompts may differ within a batch
+        job("full-fine-tune", subject="s2", lora=False),  # runs its own UNet
+        # Seeds, prompts, LoRA subjects and their scales, guidance and the bare base differ per sample.
+        job("b", seed=99, prompt="another prompt", lora_scale=0.5),
+        job("other-lora-subject", subject="s3", guidance_scale=9.0),
+        job("no-subject", subject="", lora=False),
+        job("no-guidance", guidance_scale=1.0),  # classifier-free guidance off: half the rows
         job("other-size", width=32),
         job("other-steps", steps=8),
         job("c", num_images=2),
@@ -66,8 +70,9 @@ def test_compatible_requests_are_batched_and_others_keep_their_place() -> None:
     for item in jobs:
         queue.submit(item, lambda _: None)
     batch = queue.next_batch(max_images=8, window_s=0)
-    assert [j.request_id for j in batch] == ["a", "b", "c"]
-    assert [j.request_id for j in queue.next_batch(8, 0)] == ["other-subject"]
+    assert [j.request_id for j in batch] == ["a", "b", "other-lora-subject", "no-subject", "c"]
+    assert [j.request_id for j in queue.next_batch(8, 0)] == ["full-fine-tune"]
+    assert [j.request_id for j in queue.next_batch(8, 0)] == ["no-guidance"]
     assert [j.request_id for j in queue.next_batch(8, 0)] == ["other-size"]
 
 

@@ -9,6 +9,7 @@ import torch
 from inference_helpers import make_repository
 
 from likeness.errors import FailedPrecondition, NotFound
+from likeness.inference.lora_routing import SampleLoras
 from likeness.inference.repository import FAILED, LOADED, NOT_LOADED
 from likeness.inference.testing import publish_corrupt_lora_subject, publish_full_subject, publish_lora_subject
 from likeness.storage.layout import DEFAULT_TENANT, model_manifest_key
@@ -20,8 +21,9 @@ LORA_BYTES = 61_440
 
 def latents_of(repository, entry, scale: float = 1.0) -> torch.Tensor:
     base = repository.base("tiny-sd15")
-    with base.lock:
-        pipeline = repository.activate(base, entry, scale)
+    loras = ((entry.lora.layers, scale),) if entry is not None and entry.lora is not None else ()
+    with base.lock, base.router.route([SampleLoras(loras)], dtype=torch.float32):
+        pipeline = repository.activate(base, entry)
         # Small and without classifier-free guidance: only the adapters' effect matters here.
         return pipeline(
             "a photo of sks dog",
@@ -45,8 +47,8 @@ def test_lru_eviction_under_a_small_budget(storage, catalog) -> None:
     assert [s.model_id for s in repository.loaded_subjects()] == [c, a]
     assert repository.subject_status(T, b).state == NOT_LOADED
     assert repository.stats.evictions == 1 and repository.used_bytes == 2 * LORA_BYTES
-    base = repository.base("tiny-sd15")
-    assert len(base.adapters) == 2 and len(base.pipeline.get_list_adapters()["unet"]) == 2
+    evicted = repository.index.current_locked((T, b))
+    assert evicted.lora is None and all(repository.index.current_locked((T, m)).lora for m in (a, c))
     # b comes back on demand and pushes out the least recently used, a.
     with repository.acquire(T, b) as lease:
         assert lease.entry.state == LOADED
@@ -77,7 +79,7 @@ def test_concurrent_first_requests_load_a_subject_once(storage, catalog) -> None
         thread.join(60)
     assert errors == []
     assert repository.stats.loads == 1 and len({id(entry) for entry in entries}) == 1
-    assert len(repository.base("tiny-sd15").adapters) == 1
+    assert entries[0].lora is not None and entries[0].memory_bytes == LORA_BYTES
 
 
 def test_subjects_published_after_start_are_found(storage, catalog) -> None:
@@ -105,18 +107,18 @@ def test_corrupt_subjects_fail_with_a_reason_and_others_keep_serving(storage, ca
         storage.read_bytes(f"tenants/default/models/{good}/pytorch_lora_weights.safetensors"),
     )
 
-    with pytest.raises(FailedPrecondition, match="corrupt or unreadable"):
+    with pytest.raises(FailedPrecondition, match="not a safetensors LoRA"):
         repository.load_subject(T, broken)
-    with pytest.raises(FailedPrecondition, match="do not fit base model 'tiny-sdxl'"):
+    with pytest.raises(FailedPrecondition, match=r"attn2\.to_k does not match the base model"):
         repository.load_subject(T, mismatched.model_id)
     with pytest.raises(FailedPrecondition, match="not valid JSON"):
         repository.manifest(T, "model-bad-manifest")
 
     statuses = {s.model_id: s for s in repository.list_subjects(T)}
-    assert statuses[broken].state == FAILED and "corrupt" in statuses[broken].failure_reason
+    assert statuses[broken].state == FAILED and "truncated" in statuses[broken].failure_reason
     assert statuses["model-bad-manifest"].state == FAILED and statuses["model-bad-manifest"].manifest is None
     # Requests fail fast with the recorded reason, and every other subject still works.
-    with pytest.raises(FailedPrecondition, match="corrupt"), repository.acquire(T, broken):
+    with pytest.raises(FailedPrecondition, match="truncated"), repository.acquire(T, broken):
         pass
     with repository.acquire(T, good) as lease:
         assert lease.entry.state == LOADED
@@ -183,14 +185,14 @@ def test_full_fine_tunes_with_their_own_text_encoders(storage, catalog) -> None:
 def test_unloading_a_subject_in_use_waits_for_its_batch(storage, catalog) -> None:
     repository = make_repository(storage, catalog)
     model_id = publish_lora_subject(storage).model_id
-    base = repository.base("tiny-sd15")
+    repository.base("tiny-sd15")
     with repository.acquire(T, model_id) as lease:
         status = repository.unload_subject(T, model_id)
         assert status.state == NOT_LOADED and repository.loaded_subjects() == []
-        # The running batch keeps its adapter until it releases the subject.
-        assert lease.entry.adapter_name in base.adapters
-        latents_of(repository, lease.entry)
-    assert base.adapters == set() and repository.used_bytes == 0
+        # The running batch keeps its LoRA layers until it releases the subject.
+        assert lease.entry.lora is not None
+        assert not torch.equal(latents_of(repository, lease.entry), latents_of(repository, None))
+    assert lease.entry.lora is None and repository.used_bytes == 0
     with pytest.raises(NotFound):
         repository.unload_subject(T, "model-unknown")
 

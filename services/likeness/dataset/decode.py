@@ -89,10 +89,10 @@ class DecodedPhoto:
             scale_x, scale_y = candidate.width / self.size[0], candidate.height / self.size[1]
             if min(scale_x, scale_y) >= needed or candidate.size == self.size:
                 return candidate, scale_x, scale_y
-        image, _ = _open_checked(self.data, max_pixels=None)
+        image, _ = open_checked(self.data, max_pixels=None)
         stored_w, stored_h = image.size
         image.draft("RGB", (math.ceil(stored_w * needed), math.ceil(stored_h * needed)))
-        upright, _ = _load_upright_rgb(image)
+        upright, _ = load_upright_rgb(image)
         return upright, upright.width / self.size[0], upright.height / self.size[1]
 
 
@@ -104,7 +104,7 @@ def decode_photo(data: bytes, options: PrepareOptions) -> DecodedPhoto:
         raise PhotoRejected(
             "file_too_large", f"{len(data) / 1e6:.1f} MB exceeds the {options.max_file_bytes / 1e6:.1f} MB limit"
         )
-    image, orientation = _open_checked(data, max_pixels=options.max_pixels)
+    image, orientation = open_checked(data, max_pixels=options.max_pixels)
     stored_w, stored_h = image.size
     size = (stored_h, stored_w) if orientation in SWAPPING_ORIENTATIONS else (stored_w, stored_h)
     min_side = options.effective_min_side
@@ -116,7 +116,7 @@ def decode_photo(data: bytes, options: PrepareOptions) -> DecodedPhoto:
         # Ask for the smallest DCT scale that still leaves ANALYSIS_SIDE px on the long side.
         factor = min(1.0, ANALYSIS_SIDE / max(stored_w, stored_h))
         image.draft("RGB", (math.ceil(stored_w * factor), math.ceil(stored_h * factor)))
-    decoded, notes = _load_upright_rgb(image)
+    decoded, notes = load_upright_rgb(image)
     analysis = _downscale(decoded, ANALYSIS_SIDE) if max(decoded.size) > ANALYSIS_SIDE else decoded
     return DecodedPhoto(
         data=data,
@@ -130,7 +130,7 @@ def decode_photo(data: bytes, options: PrepareOptions) -> DecodedPhoto:
     )
 
 
-def _open_checked(data: bytes, *, max_pixels: int | None) -> tuple[Image.Image, int]:
+def open_checked(data: bytes, *, max_pixels: int | None) -> tuple[Image.Image, int]:
     """Open the header only; reject unreadable data and images that claim too many pixels."""
     try:
         with warnings.catch_warnings():
@@ -160,7 +160,7 @@ def _open_checked(data: bytes, *, max_pixels: int | None) -> tuple[Image.Image, 
     return image, orientation if 1 <= orientation <= 8 else 1
 
 
-def _load_upright_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
+def load_upright_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     """Force the full decode (truncated files raise), apply EXIF orientation, normalise to RGB."""
     try:
         with warnings.catch_warnings():

@@ -1,10 +1,10 @@
 """Base models: catalog pipelines loaded once (on first use or at start-up) and kept, and adapter switching.
 
-* **LoRA subjects** become named adapters of the base pipeline itself (`load_lora_weights(adapter_name=...)`),
-  so switching subject is `set_adapters` (about a millisecond) and never reloads or copies the base model.
+* **LoRA subjects** (and styles) are routed per sample (`lora_routing`): the layers they adapt are replaced once by
+  routed layers that share the base's weights, and each batch sets which image runs through which LoRAs at which
+  weight. A subject never reloads or copies the base model, and subjects mix in one batch.
 
-A base model's `lock` serialises everything that touches its modules (generation, attaching and deleting
-adapters). The pool's own lock guards its bookkeeping and is never held during I/O or while taking a base
+A base model's `lock` serialises everything that touches its modules (generation, preparing routed layers). The pool's own lock guards its bookkeeping and is never held during I/O or while taking a base
 model's `lock`.
 """
 
@@ -24,9 +24,11 @@ from diffusers import DiffusionPipeline
 
 from likeness.errors import FailedPrecondition, NotFound
 from likeness.inference import metrics
+from likeness.inference.compiled import CompiledUnet, CompileOptions, compile_unet
 from likeness.inference.loading import FAILED, FAILED_RETRY_SECONDS, LOADED, LOADING, NOT_LOADED, SingleFlight
+from likeness.inference.lora_layers import LoraLayer, LoraLayers
+from likeness.inference.lora_routing import LoraRouter
 from likeness.inference.previews import LatentPreviewer
-from likeness.inference.subject_files import first_line
 from likeness.models.catalog import BaseModelCatalog, BaseModelSpec
 from likeness.models.loading import ArchInfo
 
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from likeness.inference.subject_index import SubjectEntry
 
 log = logging.getLogger(__name__)
+
+#: The pipeline components LoRAs may adapt (the keys of `LoraLayers` start with one of them).
+ROUTABLE_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 
 
 def module_bytes(module: torch.nn.Module) -> int:
@@ -56,12 +61,12 @@ class BaseModel:
     previewer: LatentPreviewer
     memory_bytes: int
     load_seconds: float
+    router: LoraRouter
     lock: threading.RLock = field(default_factory=threading.RLock)
-    # Adapter names attached to the pipeline, and which one is active at which scale (None: LoRA disabled).
-    adapters: set[str] = field(default_factory=set)
-    active: tuple[str, float] | None = None
-    # False after an adapter was attached: the next activation must set the state explicitly.
-    active_known: bool = True
+    # Set when the UNet is compiled (batches are then padded to its buckets).
+    compiled: CompiledUnet | None = None
+    # Image-to-image and inpainting pipelines built from this one (sharing its modules), by mode.
+    variants: dict[str, DiffusionPipeline] = field(default_factory=dict)
     schedulers: dict[str, Any] = field(default_factory=dict)
     _counting_tokenizer: Any = None
     _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -111,8 +116,11 @@ class BasePool:
         device: torch.device,
         dtype: torch.dtype,
         load: Callable[[str], BaseModel] | None = None,
+        compile_options: CompileOptions | None = None,
     ) -> None:
         self.catalog = catalog
+        #: Set: every base model's UNet is compiled at load (`compiled`); None: eager.
+        self.compile_options = compile_options
         self.device = device
         self.dtype = dtype
         self._lock = threading.Lock()
@@ -125,7 +133,6 @@ class BasePool:
             finish=self._finish,
             thread_name="likeness-base-load",
         )
-        self._adapter_ids = itertools.count(1)
 
     def base(self, base_id: str) -> BaseModel:
         """The loaded base model, loading it once (concurrent callers wait for the same load)."""
@@ -150,7 +157,19 @@ class BasePool:
         seconds = time.perf_counter() - started
         metrics.LOAD_SECONDS.labels("base").observe(seconds)
         log.info("base model loaded", extra={"base_model": base_id, "seconds": round(seconds, 3)})
-        return BaseModel(base_id, spec, pipeline, previewer, pipeline_bytes(pipeline), seconds)  # type: ignore[arg-type]  # diffusers' exports type-check as dummy objects
+        components = {
+            name: module
+            for name in ROUTABLE_COMPONENTS
+            if isinstance(module := getattr(pipeline, name, None), torch.nn.Module)
+        }
+        options = self.compile_options
+        router = LoraRouter(components, rank_capacity=options.rank_capacity if options else None)
+        base = BaseModel(base_id, spec, pipeline, previewer, pipeline_bytes(pipeline), seconds, router)  # type: ignore[arg-type]  # diffusers' exports type-check as dummy objects
+        if options is not None:
+            base.compiled = compile_unet(
+                pipeline, router, options, resolution=spec.info.default_resolution, dtype=self.dtype
+            )
+        return base
 
     def _settle_locked(self, base_id: str, base: BaseModel | None, error: BaseException | None) -> None:
         if error is not None:
@@ -186,58 +205,23 @@ class BasePool:
         with self._lock:
             return sum(base.memory_bytes for base in self._bases.values())
 
-    # ---- adapters -----------------------------------------------------------------------------------------
+    # ---- LoRAs -------------------------------------------------------------------------------------------
 
-    def attach_lora(self, base: BaseModel, state_dict: dict[str, torch.Tensor], model_id: str) -> str:
-        """Attach a subject's LoRA weights to the base pipeline as a new named adapter; returns its name."""
-        name = f"subject_{next(self._adapter_ids)}"
+    def attach_lora(self, base: BaseModel, layers: LoraLayers) -> LoraLayers:
+        """Route the layers `layers` adapts and return them on the device, in the serving dtype."""
+        placed = LoraLayers(
+            {
+                key: LoraLayer(
+                    layer.down.to(self.device, self.dtype), layer.up.to(self.device, self.dtype), layer.scale
+                )
+                for key, layer in layers.layers.items()
+            },
+            layers.source_format,
+        )
         with base.lock:
-            try:
-                base.pipeline.load_lora_weights(state_dict, adapter_name=name)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
-            except (ValueError, RuntimeError, KeyError) as exc:
-                # diffusers removes a half-attached adapter itself; make sure nothing of it stays active.
-                if name in _adapter_names(base.pipeline):
-                    base.pipeline.delete_adapters([name])  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
-                base.active_known = False
-                raise FailedPrecondition(
-                    f"LoRA weights of subject model {model_id!r} do not fit base model {base.id!r}: {first_line(exc)}"
-                ) from exc
-            base.adapters.add(name)
-            # Attaching activates the new adapter: the next batch must set the state it needs.
-            base.active_known = False
-        return name
+            base.router.prepare(sorted(placed.layers))
+        return placed
 
-    def detach_adapter(self, base: BaseModel, adapter_name: str) -> None:
-        """Delete an adapter from the base pipeline (the next activation sets the state again if it was active)."""
-        with base.lock:
-            if adapter_name in _adapter_names(base.pipeline):
-                base.pipeline.delete_adapters([adapter_name])  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
-            base.adapters.discard(adapter_name)
-            if base.active is not None and base.active[0] == adapter_name:
-                base.active_known = False
-
-    def activate(self, base: BaseModel, entry: SubjectEntry | None, lora_scale: float) -> DiffusionPipeline:
-        """Make the pipeline for `entry` (None: the base alone) ready to run and return it.
-
-        The caller holds `base.lock`. LoRA: `set_adapters([name], [scale])` on the base pipeline; base alone or a
-        full fine-tune: adapters disabled (full fine-tunes share the base's text encoders, which may hold
-        text-encoder LoRA layers).
-        """
-        want = (entry.adapter_name, lora_scale) if entry is not None and entry.adapter_name else None
-        if want == base.active and base.active_known:
-            return entry.pipeline if entry is not None and entry.pipeline is not None else base.pipeline
-        pipeline = base.pipeline
-        if want is None:
-            if base.adapters:
-                pipeline.disable_lora()  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
-        else:
-            if base.active is None or not base.active_known:
-                pipeline.enable_lora()  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
-            pipeline.set_adapters([want[0]], [want[1]])  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
-        base.active = want
-        base.active_known = True
+    def activate(self, base: BaseModel, entry: SubjectEntry | None) -> DiffusionPipeline:
+        """The pipeline a batch for `entry` runs: a full fine-tune's own, else the base's (LoRAs are routed)."""
         return entry.pipeline if entry is not None and entry.pipeline is not None else base.pipeline
-
-
-def _adapter_names(pipeline: DiffusionPipeline) -> set[str]:
-    return {name for names in pipeline.get_list_adapters().values() for name in names}  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects

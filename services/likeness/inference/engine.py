@@ -7,13 +7,14 @@ subject's manifest and the base model, starts loading the subject in the backgro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from likeness.errors import DeadlineExceeded, FailedPrecondition, LikenessError, Unavailable
+from likeness.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, LikenessError, NotFound, Unavailable
 from likeness.inference import metrics
 from likeness.inference.artifacts import Artifact, list_artifacts
 from likeness.inference.batching import RequestQueue
@@ -23,7 +24,7 @@ from likeness.inference.jobs import AcceptedEvent, EventSink, GenerationJob, War
 from likeness.inference.lora_import import ImportedLora, LoraImportRequest, LoraUpload, ModelRecords, import_lora
 from likeness.inference.params import GenerationSpec, SubjectNames, validate
 from likeness.inference.pipeline_runner import run_batch
-from likeness.inference.repository import BaseStatus, ModelRepository, SubjectStatus
+from likeness.inference.repository import BaseStatus, ModelRepository, SubjectEntry, SubjectLease, SubjectStatus
 from likeness.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,12 @@ class InferenceEngine:
         manifest = None
         if spec.subject_model_id:
             manifest = self.repository.manifest(tenant, spec.subject_model_id)
+            if manifest.kind == "style":
+                raise InvalidArgument(
+                    f"{manifest.model_id!r} is a style, not a subject; name it in loras (with a weight) beside a "
+                    "subject or alone",
+                    field="subject_model_id",
+                )
             if spec.base_model and spec.base_model != manifest.base_model:
                 raise FailedPrecondition(
                     f"subject model {manifest.model_id!r} was trained on base model {manifest.base_model!r} and "
@@ -163,6 +170,17 @@ class InferenceEngine:
             count_tokens=base.count_tokens,
             max_tokens=base.max_tokens,
         )
+        subject_is_full = manifest is not None and manifest.method != "lora"
+        ranks = self._check_loras(tenant, params.loras, base_id, base.arch, subject_is_full=subject_is_full)
+        if manifest is not None and manifest.lora_rank:
+            ranks.append(manifest.lora_rank)
+        capacity = self.repository.pool.compile_options
+        if capacity is not None and sum(ranks) > capacity.rank_capacity:
+            raise InvalidArgument(
+                f"the subject and LoRAs add up to rank {sum(ranks)}, more than this server's compiled capacity of "
+                f"{capacity.rank_capacity}; name fewer LoRAs (or the operator raises --compile-lora-rank)",
+                field="loras",
+            )
         if self.image_quota is not None:
             self.image_quota(tenant, params.num_images)
         job = GenerationJob(
@@ -175,8 +193,10 @@ class InferenceEngine:
             deadline=deadline,
             lora_scale_applies=manifest is not None and manifest.method == "lora",
         )
-        if manifest is not None:
-            job.subject_was_cached = self.repository.prefetch(tenant, manifest.model_id)
+        full_fine_tune = [manifest.model_id] if manifest is not None and not job.lora_scale_applies else []
+        for model_id in [model_id for model_id, _ in job.lora_weights] + full_fine_tune:
+            if not self.repository.prefetch(tenant, model_id):
+                job.uncached_at_admission.add(model_id)
 
         def accepted(position: int) -> None:
             sink.put(AcceptedEvent(request_id, position, params.prompt))
@@ -185,6 +205,35 @@ class InferenceEngine:
 
         self.queue.submit(job, accepted)
         return job
+
+    def _check_loras(
+        self, tenant: str, loras: tuple[tuple[str, float], ...], base_id: str, arch: str, *, subject_is_full: bool
+    ) -> list[int]:
+        """Each extra LoRA must be a LoRA subject model or style of `tenant` for this base model (blocking: reads
+        manifests); returns their ranks. Problems are the request's: INVALID_ARGUMENT naming the list entry."""
+        if loras and subject_is_full:
+            raise InvalidArgument(
+                "can only be combined with a LoRA subject model or the base model alone; the subject model is a full "
+                "fine-tune",
+                field="loras",
+            )
+        ranks = []
+        for index, (lora_id, _) in enumerate(loras):
+            field = f"loras[{index}].lora_id"
+            try:
+                manifest = self.repository.manifest(tenant, lora_id, field=field)
+            except NotFound as exc:
+                raise InvalidArgument(exc.message, field=field) from exc
+            if manifest.method != "lora":
+                raise InvalidArgument(f"{lora_id!r} is a full fine-tune, not a LoRA", field=field)
+            if manifest.base_model != base_id or manifest.arch != arch:
+                raise InvalidArgument(
+                    f"{lora_id!r} was made for base model {manifest.base_model!r} ({manifest.arch}); this request "
+                    f"generates with {base_id!r} ({arch})",
+                    field=field,
+                )
+            ranks.append(manifest.lora_rank or 0)
+        return ranks
 
     def cancel(self, job: GenerationJob) -> None:
         """The client cancelled or disconnected: drop the job from the queue, or stop it at the next step."""
@@ -232,14 +281,34 @@ class InferenceEngine:
             return
         head = jobs[0]
         base = self.repository.base(head.base_model)
-        if not head.subject_model_id:
-            run_batch(self.repository, base, None, jobs, self._encoder)
-            return
-        with self.repository.acquire(head.tenant, head.subject_model_id) as lease:
-            for job in jobs:
-                loaded_for_it = lease.reloaded or not job.subject_was_cached
-                job.load_seconds = lease.entry.load_seconds if loaded_for_it else 0.0
-            run_batch(self.repository, base, lease.entry, jobs, self._encoder)
+        with contextlib.ExitStack() as pins:
+            loras: dict[str, SubjectEntry] = {}
+            # Pin every LoRA of the batch; a request whose LoRA cannot load fails alone, the rest still run.
+            for model_id in sorted({model_id for job in jobs for model_id, _ in job.lora_weights}):
+                try:
+                    lease = pins.enter_context(self.repository.acquire(head.tenant, model_id))
+                except LikenessError as exc:
+                    for job in [job for job in jobs if any(m == model_id for m, _ in job.lora_weights)]:
+                        job.fail(exc)
+                        metrics.REQUESTS.labels("failed").inc()
+                        jobs.remove(job)
+                    continue
+                loras[model_id] = lease.entry
+                self._count_load(jobs, model_id, lease)
+            full = None
+            if jobs and not head.lora_scale_applies and head.subject_model_id:
+                lease = pins.enter_context(self.repository.acquire(head.tenant, head.subject_model_id))
+                full = lease.entry
+                self._count_load(jobs, head.subject_model_id, lease)
+            if jobs:
+                run_batch(self.repository, base, full, loras, jobs, self._encoder)
+
+    @staticmethod
+    def _count_load(jobs: list[GenerationJob], model_id: str, lease: SubjectLease) -> None:
+        """Report a subject's load time to the requests that waited for it."""
+        for job in jobs:
+            if lease.reloaded or model_id in job.uncached_at_admission:
+                job.load_seconds = max(job.load_seconds, lease.entry.load_seconds)
 
     # ---- subject models and server status (what the API offers besides generation) ----------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from likeness.dataset.decode import SWAPPING_ORIENTATIONS, _load_upright_rgb, _open_checked
+from likeness.dataset.decode import SWAPPING_ORIENTATIONS, load_upright_rgb, open_checked
 from likeness.dataset.report import PhotoRejected
 from likeness.errors import InvalidArgument
 from likeness.inference.params import check_size
@@ -209,7 +209,7 @@ def _open(data: bytes, field: str) -> tuple[Image.Image, tuple[int, int], bool]:
     """Open the header: a PNG, JPEG or WebP within the pixel limit. Returns it, its upright size and whether
     its EXIF orientation swaps width and height."""
     try:
-        image, orientation = _open_checked(data, max_pixels=MAX_INPUT_PIXELS)
+        image, orientation = open_checked(data, max_pixels=MAX_INPUT_PIXELS)
     except PhotoRejected as exc:
         raise InvalidArgument(f"{exc.detail}; send a PNG, JPEG or WebP image", field=field) from None
     if image.format not in FORMATS:
@@ -222,7 +222,7 @@ def _open(data: bytes, field: str) -> tuple[Image.Image, tuple[int, int], bool]:
 def _decoded(image: Image.Image, field: str) -> Image.Image:
     """Decode fully (a truncated file fails here), upright and in sRGB."""
     try:
-        rgb, _notes = _load_upright_rgb(image)
+        rgb, _notes = load_upright_rgb(image)
     except PhotoRejected as exc:
         raise InvalidArgument(f"{exc.detail}; send the complete PNG, JPEG or WebP file", field=field) from None
     return rgb

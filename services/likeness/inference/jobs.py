@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from likeness.errors import LikenessError
+from likeness.inference.image_inputs import batch_key as image_batch_key
 from likeness.inference.params import GenerationParams
 from likeness.inference.previews import EncodedPreview
 
@@ -119,8 +120,8 @@ class GenerationJob:
     sink: EventSink
     deadline: float | None = None  # time.monotonic() value
     lora_scale_applies: bool = False
-    # Whether the subject was in the cache at admission (otherwise its load time is reported as load_ms).
-    subject_was_cached: bool = True
+    # The subject models (subject, styles) not in the cache at admission: their load time is reported as load_ms.
+    uncached_at_admission: set[str] = field(default_factory=set)
     accepted_at: float = field(default_factory=time.perf_counter)
     started_at: float = 0.0
     load_seconds: float = 0.0
@@ -133,21 +134,33 @@ class GenerationJob:
 
     @property
     def batch_key(self) -> tuple:
-        """Requests with equal keys can be denoised in one pipeline call."""
+        """Requests with equal keys can be denoised in one pipeline call.
+
+        LoRA subjects, styles, seeds, prompts, guidance and LoRA weights are per sample and stay out of the key; a
+        full fine-tune runs its own UNet, so its id is in it.
+        """
         p = self.params
         return (
             self.tenant,
             self.base_model,
-            self.subject_model_id,
+            "" if self.lora_scale_applies else self.subject_model_id,
             p.width,
             p.height,
             p.steps,
             p.scheduler,
-            p.guidance_scale,
-            p.lora_scale if self.lora_scale_applies else None,
+            # Classifier-free guidance runs for the whole batch or not at all (diffusers: guidance > 1).
+            p.guidance_scale > 1,
             # diffusers zeroes SDXL's negative embedding only when no negative prompt is given at all.
             bool(p.negative_prompt),
+            # img2img and inpainting share a batch at one strength (it decides which timesteps run).
+            image_batch_key(p.image_input),
         )
+
+    @property
+    def lora_weights(self) -> list[tuple[str, float]]:
+        """Every LoRA this request runs through, (subject model id, weight): its subject first, then `loras`."""
+        subject = [(self.subject_model_id, self.params.lora_scale)] if self.lora_scale_applies else []
+        return subject + list(self.params.loras)
 
     @property
     def cancelled(self) -> bool:

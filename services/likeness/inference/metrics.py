@@ -39,7 +39,25 @@ BATCH_REQUESTS = Histogram(
     "likeness_inference_batch_requests", "Requests per batch", buckets=(1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
 )
 BATCH_IMAGES = Histogram(
-    "likeness_inference_batch_images", "Images denoised together per batch", buckets=(1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
+    "likeness_inference_batch_images",
+    "Images denoised together per batch, by the number of distinct LoRAs (subjects and styles) in it",
+    ["adapters"],
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 12, 16),
+)
+#: The `adapters` label values: 0 to 8, then "9+".
+ADAPTER_LABELS = (*(str(count) for count in range(9)), "9+")
+
+
+def adapter_label(count: int) -> str:
+    return ADAPTER_LABELS[min(count, len(ADAPTER_LABELS) - 1)]
+
+
+RECOMPILATIONS = Counter(
+    "likeness_inference_recompilations_total",
+    "torch.compile graph compilations of the compiled UNet after its warm-up (0 when subjects switch and mix freely)",
+)
+COMPILATIONS = Counter(
+    "likeness_inference_compilations_total", "torch.compile graph compilations of the compiled UNet, warm-up included"
 )
 CACHE_HITS = Counter("likeness_inference_subject_cache_hits_total", "Batches whose subject was already loaded")
 CACHE_MISSES = Counter("likeness_inference_subject_cache_misses_total", "Batches that had to wait for a subject load")

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from likeness.inference.image_inputs import ImageInput
 
 MIN_IMAGES, MAX_IMAGES = 1, 8
+#: LoRAs a request may add to its subject model (`loras`), and the range of their weights.
+MAX_LORAS = 4
+LORA_WEIGHT_RANGE = (-2.0, 2.0)
+DEFAULT_LORA_WEIGHT = 1.0
 # The bounds of the GenerationParameters fields (steps, guidance, seed, LoRA scale, schedulers) are
 # likeness.api.generation's, the table the gallery checks too.
 DEFAULT_STEPS = 30
@@ -61,6 +65,8 @@ class GenerationSpec:
     init_image: bytes = dataclass_field(default=b"", repr=False)
     mask_image: bytes = dataclass_field(default=b"", repr=False)
     strength: float | None = None
+    # (lora id, weight or None for the default) in request order.
+    loras: tuple[tuple[str, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class GenerationParams:
     preview_every_n_steps: int
     # img2img or inpainting: the decoded, resized image (and mask) and the strength; None for text-to-image.
     image_input: ImageInput | None = None
+    # (lora id, weight) in request order, checked by `check_loras`.
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def seeds(self) -> list[int]:
@@ -116,6 +124,35 @@ def check_size(value: int, info: ArchInfo, field: str, base_model: str) -> int:
             field=field,
         )
     return value
+
+
+def check_loras(loras: Sequence[tuple[str, float | None]], subject_model_id: str) -> tuple[tuple[str, float], ...]:
+    """The request's extra LoRAs with their weights: at most `MAX_LORAS`, each id once, weights in range.
+
+    Whether each id exists, belongs to the caller and fits the base model is the engine's check (it reads storage).
+    """
+    if len(loras) > MAX_LORAS:
+        raise InvalidArgument(f"names {len(loras)} LoRAs; at most {MAX_LORAS} may be combined", field="loras")
+    checked: list[tuple[str, float]] = []
+    for index, (lora_id, weight) in enumerate(loras):
+        if not lora_id:
+            raise InvalidArgument("must name a subject model or style", field=f"loras[{index}].lora_id")
+        if lora_id == subject_model_id:
+            raise InvalidArgument(
+                f"{lora_id!r} is the request's subject_model_id already; set its strength with "
+                "parameters.lora_scale instead",
+                field=f"loras[{index}].lora_id",
+            )
+        if any(lora_id == seen for seen, _ in checked):
+            raise InvalidArgument(f"{lora_id!r} is listed twice", field=f"loras[{index}].lora_id")
+        value = DEFAULT_LORA_WEIGHT if weight is None else weight
+        low, high = LORA_WEIGHT_RANGE
+        if not (low <= value <= high):  # also false for NaN
+            raise InvalidArgument(
+                f"must be between {low:g} and {high:g}, got {value:g}", field=f"loras[{index}].weight"
+            )
+        checked.append((lora_id, float(value)))
+    return tuple(checked)
 
 
 def expand_prompt(prompt: str, subject: SubjectNames | None) -> tuple[str, list[str]]:
@@ -185,6 +222,7 @@ def validate(
     lora_scale = DEFAULT_LORA_SCALE if spec.lora_scale is None else spec.lora_scale
     lora_scale = generation.check_number("lora_scale", lora_scale)
     scheduler = generation.check_scheduler(spec.scheduler)
+    loras = check_loras(spec.loras, spec.subject_model_id)
     if spec.output_format not in ("png", "jpeg", "webp"):
         raise InvalidArgument(f"unknown format {spec.output_format!r}", field="output_format")
     _check_range(spec.preview_every_n_steps, 0, MAX_PREVIEW_EVERY, "preview_every_n_steps", "steps (0 disables)")
@@ -200,18 +238,6 @@ def validate(
                 field="parameters.seed",
             )
 
-    check_plain_text(spec.prompt, "prompt")
-    check_plain_text(spec.negative_prompt, "parameters.negative_prompt")
-    prompt, warnings = expand_prompt(spec.prompt, subject)
-    prompt, truncated = truncate_prompt(prompt, count_tokens, max_tokens)
-    if truncated:
-        warnings.append(f"the prompt is longer than the text encoder's {max_tokens} tokens and was cut to: {prompt!r}")
-    negative = spec.negative_prompt.replace(SUBJECT_PLACEHOLDER, subject.phrase) if subject else spec.negative_prompt
-    negative, negative_truncated = truncate_prompt(negative, count_tokens, max_tokens)
-    if negative_truncated:
-        warnings.append(
-            f"the negative prompt is longer than the text encoder's {max_tokens} tokens and was cut to: {negative!r}"
-        )
     # Last, as decoding an image costs more than every check above. Imported here: image_inputs imports
     # check_size from this module. Without width and height an init image gives the output its size.
     from likeness.inference.image_inputs import check_denoising_steps, check_image_input
@@ -230,6 +256,18 @@ def validate(
         "parameters.height",
         base_model,
     )
+    check_plain_text(spec.prompt, "prompt")
+    check_plain_text(spec.negative_prompt, "parameters.negative_prompt")
+    prompt, warnings = expand_prompt(spec.prompt, subject)
+    prompt, truncated = truncate_prompt(prompt, count_tokens, max_tokens)
+    if truncated:
+        warnings.append(f"the prompt is longer than the text encoder's {max_tokens} tokens and was cut to: {prompt!r}")
+    negative = spec.negative_prompt.replace(SUBJECT_PLACEHOLDER, subject.phrase) if subject else spec.negative_prompt
+    negative, negative_truncated = truncate_prompt(negative, count_tokens, max_tokens)
+    if negative_truncated:
+        warnings.append(
+            f"the negative prompt is longer than the text encoder's {max_tokens} tokens and was cut to: {negative!r}"
+        )
     params = GenerationParams(
         prompt=prompt,
         negative_prompt=negative,
@@ -244,5 +282,6 @@ def validate(
         output_format=spec.output_format,
         preview_every_n_steps=int(spec.preview_every_n_steps),
         image_input=image_input,
+        loras=loras,
     )
     return params, warnings

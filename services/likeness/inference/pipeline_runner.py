@@ -5,6 +5,9 @@ with one entry per image. Image i of a request uses its own CPU `torch.Generator
 image's pixels do not depend on which other requests shared its batch (up to floating-point rounding of batched
 matrix products, at most one 8-bit level).
 
+What differs per image besides: its LoRAs and their weights (the base model's router, `lora_routing`) and its
+guidance scale (`PerSampleGuidance`), so requests for different subjects share one batch.
+
 Per step, `callback_on_step_end` streams progress (and previews) to each request and checks for cancellation and
 deadlines: when no request of the batch is still wanted it sets the pipeline's `_interrupt` flag, so diffusers
 skips every remaining step. A request cancelled while others in its batch continue stops receiving events at once
@@ -35,7 +38,9 @@ from likeness import __version__
 from likeness.errors import DeadlineExceeded
 from likeness.inference import metrics
 from likeness.inference.encoding import ImageMetadata, encode_image, sampler_name
+from likeness.inference.image_inputs import image_pipeline, pipeline_kwargs
 from likeness.inference.jobs import GenerationJob, ImageEvent, ProgressEvent, SummaryEvent
+from likeness.inference.lora_routing import SampleLoras
 from likeness.inference.previews import decode_latents, upcast_for_decoding
 from likeness.inference.repository import BaseModel, ModelRepository, SubjectEntry
 
@@ -63,6 +68,43 @@ def scheduler_for(base: BaseModel, name: str) -> Any:
             scheduler = SCHEDULER_CLASSES[name].from_config(base.schedulers["default"].config)
             base.schedulers[name] = scheduler
     return scheduler
+
+
+class PerSampleGuidance(float):
+    """A guidance scale per image that diffusers' pipelines use unchanged.
+
+    The pipelines test `guidance_scale > 1` to turn classifier-free guidance on (a batch shares that: see
+    `GenerationJob.batch_key`) and compute `uncond + guidance_scale * (text - uncond)`. As a float this is the
+    largest scale of the batch; multiplied with a tensor of the batch's rows it scales each row by its own image's.
+    """
+
+    scales: torch.Tensor
+
+    def __new__(cls, scales: list[float]) -> PerSampleGuidance:
+        guidance = super().__new__(cls, max(scales))
+        guidance.scales = torch.tensor(scales, dtype=torch.float32)
+        return guidance
+
+    def __mul__(self, other: Any) -> Any:
+        if isinstance(other, torch.Tensor) and other.ndim > 0 and other.shape[0] == len(self.scales):
+            shape = (-1,) + (1,) * (other.ndim - 1)
+            return other * self.scales.to(other.device, other.dtype).view(shape)
+        return float(self) * other
+
+    __rmul__ = __mul__
+
+
+def sample_loras(jobs: list[GenerationJob], loras: dict[str, SubjectEntry]) -> list[SampleLoras]:
+    """One `SampleLoras` per image of the batch, in the order of the pipeline's prompts."""
+    samples = []
+    for job in jobs:
+        pairs = []
+        for model_id, weight in job.lora_weights:
+            entry = loras[model_id]
+            assert entry.lora is not None, f"subject {model_id} is pinned but has no LoRA layers"
+            pairs.append((entry.lora.layers, weight))
+        samples.extend([SampleLoras(tuple(pairs))] * job.params.num_images)
+    return samples
 
 
 class _StepCallback:
@@ -100,14 +142,20 @@ class _StepCallback:
 def run_batch(
     repository: ModelRepository,
     base: BaseModel,
-    subject: SubjectEntry | None,
+    full_fine_tune: SubjectEntry | None,
+    loras: dict[str, SubjectEntry],
     jobs: list[GenerationJob],
     encoder: Executor,
 ) -> None:
-    """Denoise, decode and hand every image of `jobs` to `encoder` (which encodes, streams and summarises)."""
+    """Denoise, decode and hand every image of `jobs` to `encoder` (which encodes, streams and summarises).
+
+    `full_fine_tune` is the batch's subject when it is a full fine-tune; `loras` holds the pinned LoRA subjects
+    and styles the jobs name.
+    """
     head = jobs[0].params
     prompts: list[str] = []
     negatives: list[str] = []
+    guidance: list[float] = []
     generators: list[torch.Generator] = []
     offsets: list[int] = []
     for job in jobs:
@@ -115,15 +163,35 @@ def run_batch(
         for seed in job.params.seeds:
             prompts.append(job.params.prompt)
             negatives.append(job.params.negative_prompt)
+            guidance.append(job.params.guidance_scale)
             generators.append(torch.Generator(device="cpu").manual_seed(seed))
+    samples = sample_loras(jobs, loras)
+    if base.compiled is not None:
+        # Blank images fill the batch to a compiled bucket; nothing decodes or streams them.
+        padding = base.compiled.options.bucket(len(prompts)) - len(prompts)
+        prompts += [""] * padding
+        negatives += [""] * padding
+        guidance += [head.guidance_scale] * padding
+        generators += [torch.Generator(device="cpu").manual_seed(0) for _ in range(padding)]
+        samples += [SampleLoras()] * padding
     started = time.perf_counter()
     for job in jobs:
         job.started_at = started
         job.batch_size = len(jobs)
         metrics.QUEUE_WAIT_SECONDS.labels(base.id).observe(started - job.accepted_at)
 
-    with base.lock:
-        pipeline = repository.activate(base, subject, head.lora_scale)
+    adapters = len({model_id for job in jobs for model_id, _ in job.lora_weights})
+    with base.lock, base.router.route(samples, dtype=repository.dtype):
+        pipeline = repository.activate(base, full_fine_tune)
+        size: dict[str, Any] = {"width": head.width, "height": head.height}
+        if head.image_input is not None:
+            pipeline = _image_variant(base, pipeline, head.image_input.mode, shared=full_fine_tune is None)
+            inputs = [job.params.image_input for job in jobs for _ in range(job.params.num_images)]
+            size = pipeline_kwargs([item for item in inputs if item is not None])
+            # The padding of a compiled batch starts from the first image.
+            size["image"] += [size["image"][0]] * (len(prompts) - len(inputs))
+            if "mask_image" in size:
+                size["mask_image"] += [size["mask_image"][0]] * (len(prompts) - len(inputs))
         pipeline.scheduler = scheduler_for(base, head.scheduler)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
         sampler = sampler_name(type(pipeline.scheduler).__name__)  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
         # no_grad, not inference_mode: the VAE upcast below must not turn its weights into inference tensors.
@@ -133,9 +201,8 @@ def run_batch(
                 # None (not [""] * n) lets SDXL use its zeroed negative embedding, as diffusers does by default.
                 negative_prompt=negatives if any(negatives) else None,
                 num_inference_steps=head.steps,
-                guidance_scale=head.guidance_scale,
-                width=head.width,
-                height=head.height,
+                guidance_scale=PerSampleGuidance(guidance),
+                **size,
                 generator=generators,
                 output_type="latent",
                 callback_on_step_end=_StepCallback(base, jobs, offsets),
@@ -147,7 +214,7 @@ def run_batch(
             if not getattr(pipeline, "_interrupt", False):
                 metrics.STEPS_PER_SECOND.labels(base.id).observe(head.steps / max(denoise_seconds, 1e-9))
             metrics.BATCH_REQUESTS.observe(len(jobs))
-            metrics.BATCH_IMAGES.observe(len(prompts))
+            metrics.BATCH_IMAGES.labels(metrics.adapter_label(adapters)).observe(len(prompts))
             with upcast_for_decoding(pipeline.vae):  # type: ignore[attr-defined]  # diffusers' exports type-check as dummy objects
                 for job, offset in zip(jobs, offsets, strict=True):
                     job.denoise_seconds = denoise_seconds
@@ -164,6 +231,17 @@ def run_batch(
                     encoder.submit(_summarise, job)
 
 
+def _image_variant(base: BaseModel, pipeline: Any, mode: str, *, shared: bool) -> Any:
+    """The img2img or inpainting pipeline over `pipeline`'s modules: kept per base model, built per batch for a
+    full fine-tune (`from_pipe` copies nothing, so that costs microseconds)."""
+    if not shared:
+        return image_pipeline(pipeline, mode)
+    variant = base.variants.get(mode)
+    if variant is None:
+        variant = base.variants[mode] = image_pipeline(pipeline, mode)
+    return variant
+
+
 def _metadata(job: GenerationJob, index: int, sampler: str) -> ImageMetadata:
     p = job.params
     return ImageMetadata(
@@ -178,7 +256,8 @@ def _metadata(job: GenerationJob, index: int, sampler: str) -> ImageMetadata:
         base_model=job.base_model,
         subject_model_id=job.subject_model_id,
         lora_scale=p.lora_scale if job.lora_scale_applies else None,
-        extra={"Version": f"likeness {__version__}"},
+        extra={"Version": f"likeness {__version__}"}
+        | ({"Denoising strength": f"{p.image_input.strength:g}"} if p.image_input is not None else {}),
     )
 
 

@@ -17,6 +17,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from likeness.inference.base_pool import BaseModel, BasePool, BaseStatus, module_bytes, pipeline_bytes
+from likeness.inference.compiled import CompileOptions
 from likeness.inference.loading import FAILED, FAILED_RETRY_SECONDS, LOADED, LOADING, NOT_LOADED, SingleFlight
 from likeness.inference.subject_cache import CacheStats, SubjectCache, SubjectLease
 from likeness.inference.subject_index import SubjectEntry, SubjectIndex, SubjectStatus
@@ -58,13 +59,20 @@ class ModelRepository:
         dtype: torch.dtype,
         subject_budget_bytes: int,
         loader_threads: int = 2,
+        compile_options: CompileOptions | None = None,
     ) -> None:
         self.storage = storage
         self.catalog = catalog
         self.device = device
         self.dtype = dtype
         # Loads go through `_load_base` and `_load_subject` looked up on this object at load time.
-        self.pool = BasePool(catalog, device=device, dtype=dtype, load=lambda base_id: self._load_base(base_id))
+        self.pool = BasePool(
+            catalog,
+            device=device,
+            dtype=dtype,
+            load=lambda base_id: self._load_base(base_id),
+            compile_options=compile_options,
+        )
         self.index = SubjectIndex(storage)
         self.cache = SubjectCache(
             self.index,
@@ -88,8 +96,8 @@ class ModelRepository:
     def base_statuses(self) -> list[BaseStatus]:
         return self.pool.base_statuses()
 
-    def activate(self, base: BaseModel, entry: SubjectEntry | None, lora_scale: float) -> DiffusionPipeline:
-        return self.pool.activate(base, entry, lora_scale)
+    def activate(self, base: BaseModel, entry: SubjectEntry | None) -> DiffusionPipeline:
+        return self.pool.activate(base, entry)
 
     # ---- subjects: discovery ------------------------------------------------------------------------------
 

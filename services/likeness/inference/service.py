@@ -9,7 +9,9 @@ import warnings
 
 import grpc
 
+from likeness.errors import InvalidArgument
 from likeness.identity.quotas import Quotas
+from likeness.inference.compiled import CompileOptions
 from likeness.inference.deletion import sweep_subjects
 from likeness.inference.engine import InferenceEngine
 from likeness.inference.gallery_link import GalleryLink
@@ -35,6 +37,22 @@ _MESSAGE_OVERHEAD_BYTES = 64 * 1024
 def chunk_bytes_for(settings: Settings) -> int:
     """Largest chunk that fits the configured message limit, at most 1 MiB."""
     return max(1024, min(DEFAULT_CHUNK_BYTES, settings.max_message_mb * 1024 * 1024 - _MESSAGE_OVERHEAD_BYTES))
+
+
+def compile_options(settings: Settings) -> CompileOptions | None:
+    """The compiled-serving options of `--compile-unet`, or None (eager)."""
+    if not settings.compile_unet:
+        return None
+    try:
+        buckets = tuple(sorted({int(size) for size in settings.compile_buckets.split(",") if size.strip()}))
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"must be batch sizes separated by commas, e.g. 1,2,4,8; got {settings.compile_buckets!r}",
+            field="compile_buckets",
+        ) from exc
+    if not buckets or buckets[0] <= 0:
+        raise InvalidArgument("must list positive batch sizes, e.g. 1,2,4,8", field="compile_buckets")
+    return CompileOptions(backend=settings.compile_backend, rank_capacity=settings.compile_lora_rank, buckets=buckets)
 
 
 def _counts_images(settings: Settings) -> bool:
@@ -128,19 +146,24 @@ class InferenceComponent:
         storage = self._open_storage()
         catalog = self._catalog or BaseModelCatalog(settings.base_models, cache_dir=settings.cache_path / "base-models")
         device = resolve_device(settings.device)
+        compiling = compile_options(settings)
         repository = ModelRepository(
             storage,
             catalog,
             device=device,
             dtype=inference_dtype(device),
             subject_budget_bytes=self._subject_cache_bytes,
+            compile_options=compiling,
         )
         engine = InferenceEngine(
             repository,
             default_base_model=settings.default_base_model,
             queue_capacity=settings.inference_queue_capacity,
             batch_window_s=settings.batch_window_ms / 1000,
-            max_batch_images=settings.max_batch_images,
+            # A compiled UNet has graphs for its buckets only.
+            max_batch_images=min(settings.max_batch_images, max(compiling.buckets))
+            if compiling
+            else settings.max_batch_images,
             image_quota=self._consume_images if _counts_images(settings) else None,
             model_records=ControlPlaneModels(self.gallery.database, self._quota_checks),
         )

@@ -71,6 +71,7 @@ def spec_from_request(request: pb.GenerateImagesRequest) -> GenerationSpec:
         init_image=request.init_image,
         mask_image=request.mask_image,
         strength=request.strength if request.HasField("strength") else None,
+        loras=tuple((lora.lora_id, lora.weight if lora.HasField("weight") else None) for lora in request.loras),
     )
 
 

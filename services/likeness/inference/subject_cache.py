@@ -3,7 +3,8 @@
 Subject models are loaded on first use (or by `load_subject`, to pre-warm) and evicted least recently used first
 when the cache would exceed its memory budget, or by `unload_subject`.
 
-* **LoRA subjects** become named adapters of their base pipeline (see `base_pool`).
+* **LoRA subjects and styles** are read once into `LoraLayers` on the device; the base pipeline's router applies
+  them per sample (see `base_pool` and `lora_routing`).
 * **Full fine-tunes** load only their UNet (and their text encoders when the trainer fine-tuned those); their
   pipeline is built with `from_pipe` and shares every other component of the base pipeline (VAE, tokenizers,
   scheduler, text encoders).
@@ -259,11 +260,11 @@ class SubjectCache:
 
     def _attach_lora(self, entry: SubjectEntry, base: BaseModel, folder: Path) -> None:
         assert entry.manifest is not None
-        state_dict = read_lora(entry.manifest, folder)
+        layers = read_lora(entry.manifest, folder, base.pipeline)
         element = torch.tensor([], dtype=self.pool.dtype).element_size()
-        entry.memory_bytes = sum(tensor.numel() for tensor in state_dict.values()) * element
+        entry.memory_bytes = sum(layer.down.numel() + layer.up.numel() for layer in layers.layers.values()) * element
         self._check_budget(entry, entry.memory_bytes)
-        entry.adapter_name = self.pool.attach_lora(base, state_dict, entry.model_id)
+        entry.lora = self.pool.attach_lora(base, layers)
 
     def _build_full(self, entry: SubjectEntry, base: BaseModel, folder: Path) -> None:
         assert entry.manifest is not None
@@ -273,7 +274,8 @@ class SubjectCache:
         modules = {name: module.to(self.pool.device) for name, module in modules.items()}
         with base.lock:
             # Shares every other component (VAE, tokenizers, scheduler, text encoders not fine-tuned).
-            pipeline = type(base.pipeline).from_pipe(base.pipeline, **modules)
+            # torch_dtype: without it diffusers casts the shared modules to float32 in place.
+            pipeline = type(base.pipeline).from_pipe(base.pipeline, torch_dtype=self.pool.dtype, **modules)
         pipeline.set_progress_bar_config(disable=True)
         entry.pipeline = pipeline
 
@@ -315,8 +317,8 @@ class SubjectCache:
                 return
             entry.state = NOT_LOADED
             self._used_bytes -= entry.memory_bytes
-        if entry.adapter_name is not None and entry.manifest is not None:
-            self.pool.detach_adapter(self.pool.base(entry.manifest.base_model), entry.adapter_name)
+        # A batch that routed these layers has released its pin: dropping the reference frees them.
+        entry.lora = None
         entry.pipeline = None
         if self.pool.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline, UNet2DConditionModel
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from likeness.errors import FailedPrecondition
+from likeness.errors import FailedPrecondition, InvalidArgument
+from likeness.inference.lora_layers import LoraLayers, read_lora_file
 from likeness.storage.base import Storage
 from likeness.storage.manifest import SubjectModelManifest
 
@@ -54,8 +54,8 @@ def stored_size(storage: Storage, manifest: SubjectModelManifest) -> int:
     return size
 
 
-def read_lora(manifest: SubjectModelManifest, folder: Path) -> dict[str, torch.Tensor]:
-    """The LoRA state dict of a subject (diffusers format), on the CPU."""
+def read_lora(manifest: SubjectModelManifest, folder: Path, pipeline: DiffusionPipeline) -> LoraLayers:
+    """The LoRA layers of a subject or style, on the CPU, checked against the base `pipeline`."""
     files = [name for name in manifest.weights if name.endswith(".safetensors")]
     if not files:
         raise FailedPrecondition(
@@ -63,10 +63,11 @@ def read_lora(manifest: SubjectModelManifest, folder: Path) -> dict[str, torch.T
         )
     name = LORA_WEIGHTS_NAME if LORA_WEIGHTS_NAME in files else files[0]
     try:
-        return load_file(str(folder / name))
-    except (SafetensorError, OSError, ValueError) as exc:
+        return read_lora_file(folder / name, pipeline, field="weights")
+    except InvalidArgument as exc:
+        # Published weights that do not read are the stored model's fault, not the request's.
         raise FailedPrecondition(
-            f"weights file {name} of subject model {manifest.model_id!r} is corrupt or unreadable: {first_line(exc)}"
+            f"weights file {name} of subject model {manifest.model_id!r} cannot be used: {exc.message}"
         ) from exc
 
 

@@ -19,6 +19,7 @@ from diffusers import DiffusionPipeline
 
 from likeness.errors import FailedPrecondition, InvalidArgument, NotFound
 from likeness.inference.loading import FAILED, LOADED, NOT_LOADED
+from likeness.inference.lora_layers import LoraLayers
 from likeness.storage.base import Storage
 from likeness.storage.layout import model_manifest_key, models_prefix, validate_resource_id
 from likeness.storage.manifest import SubjectModelManifest, parse_rfc3339
@@ -40,7 +41,8 @@ class SubjectEntry:
     memory_bytes: int = 0
     size_bytes: int = 0
     load_seconds: float = 0.0
-    adapter_name: str | None = None
+    # A LoRA subject's or style's layers on the device (routed per sample by the base model's router).
+    lora: LoraLayers | None = None
     pipeline: DiffusionPipeline | None = None
     pins: int = 0
     # Evicted or unloaded while pinned: free the memory when the last pin goes.

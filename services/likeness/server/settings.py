@@ -152,6 +152,20 @@ class Settings:
     subject_cache_mb: int = field(default=2048, metadata={"help": "memory budget of loaded subject models, MiB"})
     batch_window_ms: int = field(default=20, metadata={"help": "how long to wait to batch similar requests"})
     max_batch_images: int = field(default=8, metadata={"help": "most images denoised together in one batch"})
+    compile_unet: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each base model's UNet at load, warmed up per batch bucket; subjects then switch "
+            "and mix without recompiling (docs/inference.md)"
+        },
+    )
+    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend of --compile-unet"})
+    compile_lora_rank: int = field(
+        default=32, metadata={"help": "with --compile-unet: the total LoRA rank one image may carry (subject + styles)"}
+    )
+    compile_buckets: str = field(
+        default="1,2,4,8", metadata={"help": "with --compile-unet: batch sizes compiled at warm-up, comma-separated"}
+    )
     subject_sweep_seconds: float = field(
         default=10.0,
         metadata={"help": "how often inference checks that its cached subject models still exist (deletion bound)"},
@@ -363,6 +377,7 @@ def validate(settings: Settings) -> None:
         "inference_queue_capacity",
         "subject_cache_mb",
         "max_batch_images",
+        "compile_lora_rank",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
