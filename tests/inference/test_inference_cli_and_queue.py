@@ -43,6 +43,19 @@ def test_generate_cli_writes_images_and_prints_their_paths(server, tmp_path: Pat
     assert "step 3/3" in captured.err and "done in" in captured.err
 
 
+def test_generate_cli_with_a_style_and_an_init_image(server, tmp_path: Path, capsys) -> None:
+    subject = publish_lora_subject(server.storage, seed=3).model_id
+    style = publish_lora_subject(server.storage, seed=4).model_id
+    init = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(init)
+    common = ["--subject", subject, "--steps", "4", "--seed", "5", "--address", server.address]
+    code = main(["generate", "{subject}", *common, "--lora", f"{style}:0.5", "--init-image", str(init),
+                 "--strength", "0.5", "--out", str(tmp_path / "a")])  # fmt: skip
+    assert code == 0 and "step 2/2" in capsys.readouterr().err  # strength 0.5 of 4 steps
+    code = main(["generate", "{subject}", *common, "--lora", f"{style}:9", "--out", str(tmp_path / "b")])
+    assert code != 0 and "loras[0].weight" in capsys.readouterr().err
+
+
 def test_generate_cli_reports_bad_input(server, tmp_path: Path, capsys) -> None:
     code = main(["generate", "a dog", "--steps", "500", "--out", str(tmp_path), "--address", server.address])
     assert code != 0

@@ -39,12 +39,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="seed of the first image; image i uses seed + i (default random)")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="default", help="denoising scheduler")
     parser.add_argument("--lora-scale", type=float, help="strength of a LoRA subject, 0-2 (default 1)")
+    parser.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        type=_lora_weight,
+        metavar="ID[:WEIGHT]",
+        help="add a style or another subject at a weight, -2 to 2 (default 1); repeat for several, at most 4",
+    )
+    parser.add_argument("--init-image", type=_file_bytes, help="img2img / inpainting: the image to start from")
+    parser.add_argument(
+        "--mask", type=Path, help="inpainting: single-channel mask of --init-image's size, white repaints"
+    )
+    parser.add_argument("--strength", type=float, help="with --init-image: how much to repaint, 0-1 (default 0.75)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="png", help="image encoding (default png)")
     parser.add_argument("--out", "-o", type=Path, default=Path("generated"), help="output folder (default ./generated)")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     add_address_argument(parser)
     parser.set_defaults(func=run)
+
+
+def _file_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _lora_weight(text: str) -> inference_pb.LoraWeight:
+    """`ID` or `ID:WEIGHT` of --lora."""
+    lora_id, _, weight = text.partition(":")
+    lora = inference_pb.LoraWeight(lora_id=lora_id)
+    if weight:
+        try:
+            lora.weight = float(weight)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: the weight after ':' must be a number") from exc
+    return lora
 
 
 def build_request(args: argparse.Namespace) -> inference_pb.GenerateImagesRequest:
@@ -62,14 +94,22 @@ def build_request(args: argparse.Namespace) -> inference_pb.GenerateImagesReques
     for name, value in optional.items():
         if value is not None:
             setattr(parameters, name, value)
-    return inference_pb.GenerateImagesRequest(
+    request = inference_pb.GenerateImagesRequest(
         subject_model_id=args.subject,
         base_model=args.base_model,
         prompt=args.prompt,
         parameters=parameters,
         num_images=args.num_images,
         output_format=cast("types_pb2.ImageFormat", FORMATS[args.format]),
+        loras=args.lora,
     )
+    if args.init_image is not None:
+        request.init_image = args.init_image
+    if args.mask is not None:
+        request.mask_image = args.mask
+    if args.strength is not None:
+        request.strength = args.strength
+    return request
 
 
 def _show_progress(step: int, total: int) -> None:
