@@ -4,8 +4,8 @@
   routed layers that share the base's weights, and each batch sets which image runs through which LoRAs at which
   weight. A subject never reloads or copies the base model, and subjects mix in one batch.
 
-A base model's `lock` serialises everything that touches its modules (generation, preparing routed layers). The pool's own lock guards its bookkeeping and is never held during I/O or while taking a base
-model's `lock`.
+A base model's `lock` serialises everything that touches its modules (generation, preparing routed layers). The
+pool's own lock guards its bookkeeping and is never held during I/O or while taking a base model's `lock`.
 """
 
 from __future__ import annotations
